@@ -1,0 +1,392 @@
+/* conn.c - rn_conn: connect, read, write, deadlines, addresses, close. A
+ * call builds one engine op on the caller's stack and parks on it; TLS
+ * connections route their bytes through tls/ instead of the socket. */
+#include "api.h"
+
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static __thread int64_t tl_connect_ms = 30000;
+
+int64_t rn__connect_deadline(void)
+{
+    return rn__deadline_after_ms(tl_connect_ms);
+}
+
+RN_EXPORT void rn_set_connect_timeout(int64_t ms)
+{
+    tl_connect_ms = ms > 0 ? ms : 0;
+}
+
+/* ---- handle bookkeeping ---------------------------------------------------- */
+
+int rn__conn_enter(rn_conn *c, const char *what)
+{
+    if (!c)
+        return rn__err(-EINVAL, "%s: the connection is NULL", what);
+    if (rn__loop_peek() != c->loop)
+        return rn__err(-EXDEV, "%s: the connection belongs to another thread", what);
+    if (c->f.closing)
+        return rn__err(RN_ECLOSED, "%s: the connection is closed", what);
+    c->calls++;
+    return 0;
+}
+
+void rn__conn_leave(rn_conn *c)
+{
+    if (--c->calls == 0 && c->close_waiter)
+        rn__task_wake(c->loop, c->close_waiter);
+}
+
+int rn__conn_new(struct rn__loop *loop, int fd, bool accepted, rn_conn **out)
+{
+    rn_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return rn__err(-ENOMEM, "out of memory for a connection");
+    }
+    c->f.fd = fd;
+    c->f.accepted = accepted;
+    c->loop = loop;
+    int rc = loop->bk->fd_open(loop, &c->f);
+    if (rc < 0) {
+        close(fd);
+        free(c);
+        return rn__err(rc, "cannot register a connection with the %s backend: %s", loop->bk->name, rn_strerror(rc));
+    }
+    /* Small writes go out at once, as Go and nginx do for request/response
+     * traffic; write_all of large buffers is unaffected. */
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    *out = c;
+    return 0;
+}
+
+void rn__conn_destroy(rn_conn *c)
+{
+    if (c->tls)
+        rn__tls_close(c);
+    rn__fd_close(c->loop, &c->f);
+    while (c->calls > 0) {
+        c->close_waiter = c->loop->current;
+        rn__task_park(c->loop);
+    }
+    free(c->kept);
+    free(c);
+}
+
+RN_EXPORT int rn_conn_close(rn_conn *c)
+{
+    if (!c)
+        return 0;
+    if (rn__loop_peek() != c->loop)
+        return rn__err(-EXDEV, "close: the connection belongs to another thread");
+    if (c->f.closing)
+        return rn__err(RN_ECLOSED, "close: the connection is already being closed");
+    rn__conn_destroy(c);
+    return 0;
+}
+
+RN_EXPORT int rn_conn_shutdown_write(rn_conn *c)
+{
+    int rc = rn__conn_enter(c, "shutdown_write");
+    if (rc < 0)
+        return rc;
+    if (shutdown(c->f.fd, SHUT_WR) < 0)
+        rc = rn__err(-errno, "shutdown_write on %s: %s", rn_conn_remote_addr(c), rn_strerror(-errno));
+    rn__conn_leave(c);
+    return rc;
+}
+
+/* ---- addresses and deadlines ------------------------------------------------ */
+
+static const char *conn_addr(const rn_conn *cc, bool remote)
+{
+    if (!cc)
+        return "";
+    rn_conn *c = (rn_conn *)cc; /* the text is a cache: formatted once */
+    char *out = remote ? c->raddr : c->laddr;
+    if (out[0] || c->f.fd < 0)
+        return out;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int r = remote ? getpeername(c->f.fd, (struct sockaddr *)&ss, &len)
+                   : getsockname(c->f.fd, (struct sockaddr *)&ss, &len);
+    if (r == 0)
+        rn__addr_format((struct sockaddr *)&ss, out, sizeof c->raddr);
+    return out;
+}
+
+RN_EXPORT const char *rn_conn_remote_addr(const rn_conn *c)
+{
+    return conn_addr(c, true);
+}
+
+RN_EXPORT const char *rn_conn_local_addr(const rn_conn *c)
+{
+    return conn_addr(c, false);
+}
+
+RN_EXPORT bool rn_conn_is_tls(const rn_conn *c)
+{
+    return c && c->tls;
+}
+
+RN_EXPORT void rn_conn_set_deadline(rn_conn *c, int64_t ms)
+{
+    if (c)
+        c->rd_ms = c->wr_ms = ms > 0 ? ms : 0;
+}
+
+RN_EXPORT void rn_conn_set_read_deadline(rn_conn *c, int64_t ms)
+{
+    if (c)
+        c->rd_ms = ms > 0 ? ms : 0;
+}
+
+RN_EXPORT void rn_conn_set_write_deadline(rn_conn *c, int64_t ms)
+{
+    if (c)
+        c->wr_ms = ms > 0 ? ms : 0;
+}
+
+/* ---- transfers ------------------------------------------------------------------ */
+
+ssize_t rn__conn_recv(rn_conn *c, void *buf, size_t len, int64_t deadline)
+{
+    struct rn__op op = {.kind = RN__OP_RECV, .f = &c->f, .buf = buf, .len = len, .deadline = deadline};
+    return rn__op_wait(c->loop, &op);
+}
+
+int rn__conn_send_all(rn_conn *c, const void *buf, size_t len, int64_t deadline)
+{
+    const char *p = buf;
+    while (len > 0) {
+        struct rn__op op = {.kind = RN__OP_SEND, .f = &c->f, .buf = (void *)p, .len = len, .deadline = deadline};
+        int r = rn__op_wait(c->loop, &op);
+        if (r < 0)
+            return r;
+        p += r;
+        len -= (size_t)r;
+    }
+    return 0;
+}
+
+static int io_error(rn_conn *c, const char *what, int err)
+{
+    if (err == -ETIMEDOUT)
+        return rn__err(err, "%s on %s: deadline passed", what, rn_conn_remote_addr(c));
+    if (err == RN_ECLOSED)
+        return rn__err(err, "%s: the connection was closed while the call was blocked", what);
+    /* TLS failures carry their own detail already. */
+    if (err == RN_ETLS || err == RN_ETLS_VERIFY)
+        return err;
+    return rn__err(err, "%s on %s: %s", what, rn_conn_remote_addr(c), rn_strerror(err));
+}
+
+/* Hand out bytes a failed read_exact gave back. */
+static size_t take_kept(rn_conn *c, char *buf, size_t max)
+{
+    size_t n = c->kept_len < max ? c->kept_len : max;
+    memcpy(buf, c->kept + c->kept_off, n);
+    c->kept_off += n;
+    c->kept_len -= n;
+    if (c->kept_len == 0)
+        c->kept_off = 0;
+    return n;
+}
+
+/* Put bytes back in front of whatever is kept. */
+static int keep_front(rn_conn *c, const char *buf, size_t n)
+{
+    size_t need = n + c->kept_len;
+    if (need > c->kept_cap) {
+        char *k = malloc(need);
+        if (!k)
+            return -ENOMEM;
+        memcpy(k + n, c->kept + c->kept_off, c->kept_len);
+        free(c->kept);
+        c->kept = k;
+        c->kept_cap = need;
+    } else {
+        memmove(c->kept + n, c->kept + c->kept_off, c->kept_len);
+    }
+    memcpy(c->kept, buf, n);
+    c->kept_off = 0;
+    c->kept_len = need;
+    return 0;
+}
+
+static ssize_t read_some(rn_conn *c, void *buf, size_t max, int64_t deadline)
+{
+    if (c->tls)
+        return rn__tls_read(c, buf, max, deadline);
+    return rn__conn_recv(c, buf, max, deadline);
+}
+
+RN_EXPORT ssize_t rn_conn_read(rn_conn *c, void *buf, size_t max)
+{
+    int rc = rn__conn_enter(c, "read");
+    if (rc < 0)
+        return rc;
+    ssize_t r;
+    if (!buf || max == 0) {
+        r = rn__err(-EINVAL, "read: %s", !buf ? "buf is NULL" : "max is 0 (0 means end of stream)");
+    } else if (c->kept_len > 0) {
+        r = (ssize_t)take_kept(c, buf, max);
+    } else {
+        r = read_some(c, buf, max, rn__deadline_after_ms(c->rd_ms));
+        if (r < 0)
+            r = io_error(c, "read", (int)r);
+    }
+    rn__conn_leave(c);
+    return r;
+}
+
+RN_EXPORT int rn_conn_read_exact(rn_conn *c, void *buf, size_t len)
+{
+    int rc = rn__conn_enter(c, "read_exact");
+    if (rc < 0)
+        return rc;
+    if (!buf && len > 0) {
+        rn__conn_leave(c);
+        return rn__err(-EINVAL, "read_exact: buf is NULL");
+    }
+    char *p = buf;
+    size_t got = take_kept(c, p, len);
+    int64_t deadline = rn__deadline_after_ms(c->rd_ms);
+    while (got < len) {
+        ssize_t r = read_some(c, p + got, len - got, deadline);
+        if (r == 0) {
+            rc = rn__err(RN_EEOF, "read_exact on %s: the stream ended after %zu of %zu bytes", rn_conn_remote_addr(c),
+                         got, len);
+            break;
+        }
+        if (r < 0) {
+            rc = io_error(c, "read_exact", (int)r);
+            break;
+        }
+        got += (size_t)r;
+    }
+    /* A failed read_exact loses nothing: the next read starts with these. */
+    if (rc < 0 && rc != RN_ECLOSED && got > 0 && keep_front(c, p, got) < 0)
+        rc = rn__err(-ENOMEM, "read_exact: out of memory keeping %zu bytes", got);
+    rn__conn_leave(c);
+    return rc;
+}
+
+RN_EXPORT ssize_t rn_conn_write(rn_conn *c, const void *buf, size_t len)
+{
+    int rc = rn__conn_enter(c, "write");
+    if (rc < 0)
+        return rc;
+    ssize_t r;
+    int64_t deadline = rn__deadline_after_ms(c->wr_ms);
+    if (!buf && len > 0) {
+        r = rn__err(-EINVAL, "write: buf is NULL");
+    } else if (len == 0) {
+        r = 0;
+    } else if (c->tls) {
+        r = rn__tls_write(c, buf, len, deadline);
+    } else {
+        struct rn__op op = {.kind = RN__OP_SEND, .f = &c->f, .buf = (void *)buf, .len = len, .deadline = deadline};
+        r = rn__op_wait(c->loop, &op);
+    }
+    if (r < 0)
+        r = io_error(c, "write", (int)r);
+    rn__conn_leave(c);
+    return r;
+}
+
+RN_EXPORT int rn_conn_write_all(rn_conn *c, const void *buf, size_t len)
+{
+    int rc = rn__conn_enter(c, "write_all");
+    if (rc < 0)
+        return rc;
+    int64_t deadline = rn__deadline_after_ms(c->wr_ms);
+    if (!buf && len > 0) {
+        rc = rn__err(-EINVAL, "write_all: buf is NULL");
+    } else if (c->tls) {
+        const char *p = buf;
+        while (len > 0) {
+            ssize_t r = rn__tls_write(c, p, len, deadline);
+            if (r < 0) {
+                rc = (int)r;
+                break;
+            }
+            p += r;
+            len -= (size_t)r;
+        }
+    } else {
+        rc = rn__conn_send_all(c, buf, len, deadline);
+    }
+    if (rc < 0)
+        rc = io_error(c, "write_all", rc);
+    rn__conn_leave(c);
+    return rc;
+}
+
+/* ---- connect ---------------------------------------------------------------------- */
+
+/* Try every address of host in turn until one connects, all within the
+ * absolute deadline. */
+static int connect_any(struct rn__loop *loop, rn_conn **out, const char *host, int port, int64_t deadline)
+{
+    struct sockaddr_storage *addrs;
+    size_t n;
+    int rc = rn__resolve_all(loop, host, port, deadline, &addrs, &n);
+    if (rc < 0)
+        return rc;
+    char tried[64] = "";
+    for (size_t i = 0; i < n; i++) {
+        struct sockaddr *sa = (struct sockaddr *)&addrs[i];
+        rn__addr_format(sa, tried, sizeof tried);
+        int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            rc = rn__err(-errno, "connect to %s: socket: %s", tried, rn_strerror(-errno));
+            continue;
+        }
+        rn_conn *c;
+        rc = rn__conn_new(loop, fd, false, &c);
+        if (rc < 0)
+            continue;
+        socklen_t salen = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+        struct rn__op op = {.kind = RN__OP_CONNECT, .f = &c->f, .addr = sa, .addrlen = salen, .deadline = deadline};
+        rc = rn__op_wait(loop, &op);
+        if (rc >= 0) {
+            memcpy(c->raddr, tried, sizeof tried);
+            free(addrs);
+            *out = c;
+            return 0;
+        }
+        rn__conn_destroy(c);
+        if (rc == -ETIMEDOUT)
+            break; /* the bound is for the whole call */
+    }
+    free(addrs);
+    if (rc == -ETIMEDOUT)
+        return rn__err(rc, "connect to %s port %d: timed out (last address tried: %s)", host, port, tried);
+    return rn__err(rc, "connect to %s port %d: %s (%s%s)", host, port, rn_strerror(rc), tried,
+                   n > 1 ? ", and every other address" : "");
+}
+
+int rn__connect(rn_conn **out, const char *host, int port, int64_t deadline, const char *what)
+{
+    if (!out || !host || !*host)
+        return rn__err(-EINVAL, "%s: %s is NULL or empty", what, !out ? "out" : "host");
+    *out = NULL;
+    if (port < 1 || port > 65535)
+        return rn__err(-EINVAL, "%s to %s: port %d is outside 1..65535", what, host, port);
+    struct rn__loop *loop = rn__loop_get();
+    if (!loop)
+        return RN_EBACKEND;
+    return connect_any(loop, out, host, port, deadline);
+}
+
+RN_EXPORT int rn_tcp_connect(rn_conn **out, const char *host, int port)
+{
+    return rn__connect(out, host, port, rn__connect_deadline(), "tcp_connect");
+}

@@ -1,0 +1,239 @@
+/* ringnet.h - the one public header of ringnet: blocking-style TCP, TLS and
+ * DNS calls run by a per-thread io_uring (or epoll) completion engine.
+ *
+ * Conventions, stated once and kept everywhere below:
+ *  - A call that can fail returns int (or ssize_t): >= 0 is success, a
+ *    negative value is an error: -errno for system errors (-ECONNREFUSED,
+ *    -ETIMEDOUT, -EPIPE, -EINVAL, ...) or one of the RN_E* codes below.
+ *    errno is never the only report, and no call raises a signal (a write to
+ *    a peer that is gone is -EPIPE or -ECONNRESET, never SIGPIPE).
+ *  - Every failure also leaves a sentence in rn_last_error() (thread-local)
+ *    naming what failed and why.
+ *  - A blocking call blocks only the calling task; while it waits, the
+ *    thread's loop runs the other tasks and batches their I/O. Called outside
+ *    any task (plain main()), it runs this thread's loop, spawned tasks
+ *    included, until its own operation is done.
+ *  - Handles (rn_conn, rn_server) belong to the thread that made them; a call
+ *    on one from another thread fails with -EXDEV.
+ *
+ * The full reference is docs/ (one page per object). */
+#ifndef RINGNET_H
+#define RINGNET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RINGNET_VERSION_MAJOR 0
+#define RINGNET_VERSION_MINOR 1
+#define RINGNET_VERSION_PATCH 0
+
+/* ---- Errors ------------------------------------------------------------ */
+
+/* Codes with no errno. They are negative, like -errno values, and far from
+ * any errno so the two never collide. */
+#define RN_EDNS          (-20001) /* a name did not resolve */
+#define RN_ETLS          (-20002) /* TLS protocol or handshake failure; STARTTLS over unread plaintext */
+#define RN_ETLS_VERIFY   (-20003) /* the peer's certificate was refused (chain, expiry, name) */
+#define RN_EEOF          (-20004) /* the stream ended before read_exact got its length */
+#define RN_ECLOSED       (-20005) /* the connection or server was closed, also while blocked in the call */
+#define RN_EBACKEND      (-20006) /* the requested I/O backend cannot run here (see rn_backend_reason) */
+
+/* A stable, static message for any code this library returns (RN_E* or
+ * -errno). Never NULL. */
+const char *rn_strerror(int err);
+
+/* A human-readable detail of the most recent failure on this thread, naming
+ * what failed and why ("connect to 127.0.0.1:1: Connection refused"). Valid
+ * until the next failing call on this thread. Empty string if none. */
+const char *rn_last_error(void);
+
+/* ---- Tasks ------------------------------------------------------------- */
+
+typedef void (*rn_task_fn)(void *arg);
+
+/* Run fn(arg) as a task on this thread's loop and return once no task is
+ * left on the loop (fn's and every task spawned meanwhile). 0, or a negative
+ * code if the loop could not start (rn_last_error says why) or -EINVAL if
+ * fn is NULL. Not re-entrant: calling rn_run from inside a task is -EBUSY. */
+int rn_run(rn_task_fn fn, void *arg);
+
+/* Start fn(arg) as a new task on this thread's loop. It first runs when the
+ * caller next blocks or yields. 0, -EINVAL (fn NULL), -ENOMEM (no stack). */
+int rn_spawn(rn_task_fn fn, void *arg);
+
+/* Let the other ready tasks run, then continue. Outside a task: runs one
+ * pass of the loop without waiting. */
+void rn_yield(void);
+
+/* Sleep ms milliseconds (ms <= 0 returns at once after a yield). 0 when the
+ * time has passed. */
+int rn_sleep(int64_t ms);
+
+/* Stack size of tasks spawned later on this thread, rounded up to pages;
+ * at least 16 KiB. Pages are committed only when touched (mmap), so a large
+ * size costs address space, not memory. Default 256 KiB. 0 or -EINVAL. */
+int rn_set_task_stack_size(size_t bytes);
+
+/* ---- Backend ----------------------------------------------------------- */
+
+/* "io_uring" or "epoll": the backend of this thread's loop (starting the
+ * loop if needed; NULL if it cannot start, with rn_last_error saying why). */
+const char *rn_backend_name(void);
+
+/* Choose this thread's backend in code, before its loop starts: "io_uring",
+ * "epoll" or "auto" (NULL = "auto"). Overrides RN_BACKEND for this thread.
+ * 0; -EINVAL for an unknown name; -EBUSY once this thread's loop runs. */
+int rn_set_backend(const char *name);
+
+/* Why this thread's loop runs the backend it runs ("io_uring: probe passed",
+ * "epoll: io_uring_setup refused (EPERM), fallback", ...). Starts the loop
+ * if needed. Never NULL. */
+const char *rn_backend_reason(void);
+
+/* The loop's own counters, for benchmarks and tuning. */
+typedef struct rn_stats {
+    uint64_t ops_submitted;  /* operations handed to the kernel (SQEs, or syscalls tried on epoll) */
+    uint64_t enter_calls;    /* io_uring_enter / epoll_wait calls */
+    uint64_t completions;    /* completions dispatched (CQEs / readiness events) */
+    uint64_t task_switches;  /* context switches into tasks */
+    uint64_t tasks_spawned;
+    uint64_t accept_backoffs; /* accepts delayed by EMFILE/ENFILE */
+} rn_stats;
+
+/* Copy this thread's loop counters into *out. 0, or -EINVAL if out is NULL. */
+int rn_loop_stats(rn_stats *out);
+
+/* ---- Connections ------------------------------------------------------- */
+
+typedef struct rn_conn rn_conn;
+
+/* Connect to host:port (host: a name, or a numeric IPv4/IPv6 address).
+ * Names are resolved without blocking the loop; every address is tried in
+ * turn until one connects. The whole call is bounded by
+ * rn_set_connect_timeout. -EINVAL (bad port/host), RN_EDNS, -ECONNREFUSED,
+ * -ENETUNREACH, -EHOSTUNREACH, -ETIMEDOUT, -ENOMEM. */
+int rn_tcp_connect(rn_conn **out, const char *host, int port);
+
+/* Connect, then a TLS handshake verified against the system trust store
+ * (or SSL_CERT_FILE / SSL_CERT_DIR), SNI = host, certificate checked for
+ * host. As rn_tcp_connect plus RN_ETLS and RN_ETLS_VERIFY. */
+int rn_tls_connect(rn_conn **out, const char *host, int port);
+
+/* Write up to len bytes; returns the count written (> 0). -EINVAL (len 0 is
+ * 0; NULL buf), -ETIMEDOUT (write deadline), -EPIPE/-ECONNRESET (peer gone),
+ * RN_ECLOSED (closed meanwhile), -EXDEV (other thread). */
+ssize_t rn_conn_write(rn_conn *c, const void *buf, size_t len);
+
+/* Write all len bytes, looping over short writes; 0 once all are written.
+ * Errors as rn_conn_write; on -ETIMEDOUT some prefix may have been sent. */
+int rn_conn_write_all(rn_conn *c, const void *buf, size_t len);
+
+/* Read up to max bytes: the count (> 0), or 0 at end of stream. Bytes kept
+ * by a failed read_exact come first. -ETIMEDOUT (read deadline),
+ * -ECONNRESET, RN_ECLOSED, -EXDEV, -EINVAL. */
+ssize_t rn_conn_read(rn_conn *c, void *buf, size_t max);
+
+/* Read exactly len bytes; 0 once they are in buf. RN_EEOF if the stream ends
+ * first; -ETIMEDOUT past the read deadline. On failure the bytes taken so
+ * far are kept and the next read returns them first (nothing is lost). */
+int rn_conn_read_exact(rn_conn *c, void *buf, size_t len);
+
+/* Close and free the handle. Calls blocked on c in other tasks return
+ * RN_ECLOSED promptly; the handle is freed only after every one of them has
+ * returned. 0, or -EXDEV (other thread; nothing is closed). */
+int rn_conn_close(rn_conn *c);
+
+/* Shut down the sending side (half-close): the peer reads end of stream,
+ * reads here keep working. 0 or -errno. */
+int rn_conn_shutdown_write(rn_conn *c);
+
+/* "127.0.0.1:5432", "[::1]:5432". Valid while c is open. */
+const char *rn_conn_remote_addr(const rn_conn *c);
+const char *rn_conn_local_addr(const rn_conn *c);
+bool rn_conn_is_tls(const rn_conn *c);
+
+/* Deadlines, in ms from the start of each later blocking call to its end
+ * as a whole; 0 removes the deadline; negative is treated as 0. A call past
+ * its deadline fails with -ETIMEDOUT, loses nothing, and leaves the
+ * connection usable. A deadline set while a call is blocked applies to the
+ * next call, not to the one in progress. */
+void rn_conn_set_deadline(rn_conn *c, int64_t ms);       /* reads and writes */
+void rn_conn_set_read_deadline(rn_conn *c, int64_t ms);
+void rn_conn_set_write_deadline(rn_conn *c, int64_t ms);
+
+/* STARTTLS, client side: TLS handshake over this connection, verified as in
+ * rn_tls_connect. RN_ETLS if unread plaintext is held (never taken as
+ * protected), RN_ETLS_VERIFY, -ETIMEDOUT. */
+int rn_conn_upgrade_to_tls(rn_conn *c, const char *host);
+
+/* This thread's bound on every later rn_*_connect* call as a whole (name
+ * resolution, every address tried, the TLS handshake). 0 = no bound;
+ * default 30000 ms; negative is treated as 0. */
+void rn_set_connect_timeout(int64_t ms);
+
+/* ---- Servers ----------------------------------------------------------- */
+
+typedef struct rn_server rn_server;
+
+/* Listen on host:port ("0.0.0.0", "::", "127.0.0.1", a name; NULL or "" =
+ * all IPv4 addresses). Port 0 picks a free port (see rn_server_addr).
+ * SO_REUSEADDR is set, SO_REUSEPORT is not. -EINVAL, -EADDRINUSE, -EACCES,
+ * RN_EDNS. */
+int rn_tcp_listen(rn_server **out, const char *host, int port);
+
+/* As rn_tcp_listen with SO_REUSEPORT, so one listener per thread can share a
+ * port (multi-core servers). */
+int rn_tcp_listen_reuseport(rn_server **out, const char *host, int port);
+
+/* Wait for the next client. 0 and *out set; RN_ECLOSED if the server is
+ * closed (also while blocked here); -EXDEV. Out of descriptors
+ * (EMFILE/ENFILE) never fails nor spins: accept backs off (1 ms doubling to
+ * 500 ms) and goes on once a descriptor is free; clients wait in the
+ * kernel's backlog meanwhile. */
+int rn_server_accept(rn_server *s, rn_conn **out);
+
+/* "0.0.0.0:9000", "[::]:9000": the real port when 0 was asked. */
+const char *rn_server_addr(const rn_server *s);
+
+/* Stop listening and free the server; a blocked accept returns RN_ECLOSED
+ * and the handle is freed once it has. 0 or -EXDEV. */
+int rn_server_close(rn_server *s);
+
+/* ---- TLS configuration -------------------------------------------------- */
+
+typedef struct rn_tls_config rn_tls_config;
+
+rn_tls_config *rn_tls_client_config(void);
+rn_tls_config *rn_tls_server_config(const char *cert_pem, const char *key_pem);
+int  rn_tls_config_set_ca_file(rn_tls_config *cfg, const char *pem_file);
+int  rn_tls_config_set_cert(rn_tls_config *cfg, const char *cert_pem, const char *key_pem);
+int  rn_tls_config_require_client_cert(rn_tls_config *server_cfg, const char *ca_pem_file);
+int  rn_tls_config_set_alpn(rn_tls_config *cfg, const char *protocols);
+void rn_tls_config_free(rn_tls_config *cfg);
+
+int  rn_tls_connect_with(rn_conn **out, const char *host, int port, const rn_tls_config *cfg);
+int  rn_conn_upgrade_to_tls_with(rn_conn *c, const char *host, const rn_tls_config *cfg);
+int  rn_tls_listen(rn_server **out, const char *host, int port, const rn_tls_config *server_cfg);
+int  rn_conn_accept_tls(rn_conn *c, const rn_tls_config *server_cfg);
+const char *rn_conn_alpn(const rn_conn *c);
+int  rn_conn_handshake(rn_conn *c);
+
+/* ---- DNS --------------------------------------------------------------- */
+
+/* Resolve host to its first IPv4 address, else its first IPv6 address, as
+ * text into out. Honours /etc/hosts (getaddrinfo on a resolver thread; the
+ * loop keeps running). Bounded by rn_set_connect_timeout. RN_EDNS (does not
+ * resolve), -ENOSPC (out too small), -EINVAL, -ETIMEDOUT. */
+int rn_resolve(const char *host, char *out, size_t outlen);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RINGNET_H */

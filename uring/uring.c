@@ -1,0 +1,334 @@
+/* uring.c - the io_uring backend: ops become SQEs (deadlines as linked
+ * absolute timeouts), one io_uring_enter per loop pass submits them all and
+ * waits, and CQEs are dispatched back through rn__op_complete. */
+#include "rn.h"
+
+#include <liburing.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SQ_ENTRIES 1024u
+#define CQ_ENTRIES (SQ_ENTRIES * 8u) /* completions can outnumber one pass's submissions */
+
+/* user_data tags: ops are at least 8-aligned, so the low bits are free. */
+#define UD_IGNORE 0ull            /* linked timeouts and cancels: their op's CQE decides */
+#define UD_ACCEPT_MS 1ull         /* | rn__fd*: the multishot accept of a listener */
+#define UD_TAG_MASK 7ull
+
+RN_STATIC_ASSERT(_Alignof(struct rn__op) >= 8, "op pointers carry tags in their low bits");
+RN_STATIC_ASSERT(_Alignof(struct rn__fd) >= 8, "fd pointers carry tags in their low bits");
+
+struct uring {
+    struct io_uring ring;
+};
+
+/* Setup flags, best first. SINGLE_ISSUER|DEFER_TASKRUN (6.1) runs completion
+ * work only when we enter the ring, on this thread; COOP_TASKRUN (5.19)
+ * avoids IPIs; older kernels get the plain ring. */
+static const unsigned setup_chain[] = {
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+    IORING_SETUP_SUBMIT_ALL,
+    0,
+};
+
+static const struct {
+    int op;
+    const char *name;
+} needed_ops[] = {
+    {IORING_OP_CONNECT, "CONNECT"}, {IORING_OP_ACCEPT, "ACCEPT"},       {IORING_OP_RECV, "RECV"},
+    {IORING_OP_SEND, "SEND"},       {IORING_OP_POLL_ADD, "POLL_ADD"},   {IORING_OP_TIMEOUT, "TIMEOUT"},
+    {IORING_OP_LINK_TIMEOUT, "LINK_TIMEOUT"}, {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"},
+};
+
+static int uring_init(struct rn__loop *loop, void **state, char *why, size_t whylen)
+{
+    struct uring *u = calloc(1, sizeof *u);
+    if (!u) {
+        snprintf(why, whylen, "out of memory");
+        return -ENOMEM;
+    }
+    int rc = -EINVAL;
+    for (size_t i = 0; i < sizeof setup_chain / sizeof setup_chain[0]; i++) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof p);
+        p.flags = setup_chain[i] | IORING_SETUP_CQSIZE;
+        p.cq_entries = CQ_ENTRIES;
+        rc = io_uring_queue_init_params(SQ_ENTRIES, &u->ring, &p);
+        if (rc != -EINVAL)
+            break; /* EINVAL: this kernel lacks a flag; try the next set */
+    }
+    if (rc < 0) {
+        snprintf(why, whylen, "io_uring_setup failed: %s (%s)", rn__errname(rc), rn_strerror(rc));
+        free(u);
+        return rc;
+    }
+    struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
+    if (!probe) {
+        snprintf(why, whylen, "the opcode probe (io_uring_register PROBE) failed");
+        io_uring_queue_exit(&u->ring);
+        free(u);
+        return -EOPNOTSUPP;
+    }
+    for (size_t i = 0; i < sizeof needed_ops / sizeof needed_ops[0]; i++) {
+        if (!io_uring_opcode_supported(probe, needed_ops[i].op)) {
+            snprintf(why, whylen, "the kernel lacks IORING_OP_%s", needed_ops[i].name);
+            io_uring_free_probe(probe);
+            io_uring_queue_exit(&u->ring);
+            free(u);
+            return -EOPNOTSUPP;
+        }
+    }
+    io_uring_free_probe(probe);
+    /* Saves an fdget per io_uring_enter (5.18); optional. */
+    (void)io_uring_register_ring_fd(&u->ring);
+    *state = u;
+    (void)loop;
+    return 0;
+}
+
+static void uring_destroy(struct rn__loop *loop, void *state)
+{
+    struct uring *u = state;
+    io_uring_queue_exit(&u->ring);
+    free(u);
+    (void)loop;
+}
+
+static int uring_fd_open(struct rn__loop *loop, struct rn__fd *f)
+{
+    (void)loop;
+    (void)f;
+    return 0;
+}
+
+static void uring_fd_close(struct rn__loop *loop, struct rn__fd *f)
+{
+    /* Accepted descriptors nobody took are closed with their listener. */
+    for (unsigned i = 0; i < f->accq_len; i++)
+        close(f->accq[(f->accq_head + i) % f->accq_cap]);
+    free(f->accq);
+    f->accq = NULL;
+    f->accq_len = f->accq_cap = f->accq_head = 0;
+    (void)loop;
+}
+
+/* Room for n SQEs; flushes the SQ to the kernel when it is full. */
+static struct io_uring_sqe *get_sqes(struct rn__loop *loop, struct uring *u, unsigned n)
+{
+    while (io_uring_sq_space_left(&u->ring) < n) {
+        int r = io_uring_submit(&u->ring);
+        loop->stats.enter_calls++;
+        if (r > 0)
+            loop->stats.ops_submitted += (uint64_t)r;
+        /* -EBUSY/-EAGAIN: the CQ is backed up; the pass after this one reaps. */
+        if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN)
+            return NULL;
+    }
+    return io_uring_get_sqe(&u->ring);
+}
+
+static void arm_accept(struct rn__loop *loop, struct uring *u, struct rn__fd *f)
+{
+    struct io_uring_sqe *sqe = get_sqes(loop, u, 1);
+    if (!sqe)
+        return;
+    io_uring_prep_multishot_accept(sqe, f->fd, NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)f | UD_ACCEPT_MS);
+    f->acc_armed = true;
+    f->inflight++; /* the multishot is in flight until its last CQE */
+}
+
+static void accq_push(struct rn__fd *f, int fd)
+{
+    if (f->accq_len == f->accq_cap) {
+        unsigned cap = f->accq_cap ? f->accq_cap * 2 : 16;
+        int *q = malloc(cap * sizeof *q);
+        if (!q) {
+            close(fd); /* the client sees a reset; better than losing the listener */
+            return;
+        }
+        for (unsigned i = 0; i < f->accq_len; i++)
+            q[i] = f->accq[(f->accq_head + i) % f->accq_cap];
+        free(f->accq);
+        f->accq = q;
+        f->accq_cap = cap;
+        f->accq_head = 0;
+    }
+    f->accq[(f->accq_head + f->accq_len) % f->accq_cap] = fd;
+    f->accq_len++;
+}
+
+static struct rn__op *accwait_pop(struct rn__fd *f)
+{
+    struct rn__op *op = f->acc_wait;
+    if (op)
+        f->acc_wait = op->next;
+    return op;
+}
+
+static void submit_accept(struct rn__loop *loop, struct uring *u, struct rn__op *op)
+{
+    struct rn__fd *f = op->f;
+    if (f->accq_len > 0) {
+        int fd = f->accq[f->accq_head];
+        f->accq_head = (f->accq_head + 1) % f->accq_cap;
+        f->accq_len--;
+        rn__op_complete(loop, op, fd);
+        return;
+    }
+    struct rn__op **pp = &f->acc_wait;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = op;
+    if (!f->acc_armed)
+        arm_accept(loop, u, f);
+}
+
+static void uring_submit(struct rn__loop *loop, struct rn__op *op)
+{
+    struct uring *u = loop->bk_state;
+    if (op->kind == RN__OP_ACCEPT) {
+        submit_accept(loop, u, op);
+        return;
+    }
+    bool linked = op->deadline && op->kind != RN__OP_SLEEP;
+    struct io_uring_sqe *sqe = get_sqes(loop, u, linked ? 2 : 1);
+    if (!sqe) {
+        rn__op_complete(loop, op, -ENOMEM);
+        return;
+    }
+    switch (op->kind) {
+    case RN__OP_CONNECT:
+        io_uring_prep_connect(sqe, op->f->fd, op->addr, op->addrlen);
+        break;
+    case RN__OP_RECV:
+        io_uring_prep_recv(sqe, op->f->fd, op->buf, op->len, 0);
+        break;
+    case RN__OP_SEND:
+        io_uring_prep_send(sqe, op->f->fd, op->buf, op->len, MSG_NOSIGNAL);
+        break;
+    case RN__OP_POLL:
+        io_uring_prep_poll_add(sqe, op->f->fd, (unsigned)op->events);
+        break;
+    case RN__OP_SLEEP:
+        io_uring_prep_timeout(sqe, &op->ts, 0, IORING_TIMEOUT_ABS);
+        break;
+    default:
+        break;
+    }
+    io_uring_sqe_set_data(sqe, op);
+    if (linked) {
+        /* One absolute instant on CLOCK_MONOTONIC (the default clock), so
+         * the short ops of one write_all all end at the same moment. The
+         * timespec lives in op, which outlives the submission. */
+        sqe->flags |= IOSQE_IO_LINK;
+        struct io_uring_sqe *t = io_uring_get_sqe(&u->ring);
+        io_uring_prep_link_timeout(t, &op->ts, IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(t, UD_IGNORE);
+    }
+}
+
+static void uring_cancel_fd(struct rn__loop *loop, struct rn__fd *f)
+{
+    struct uring *u = loop->bk_state;
+    /* Accepts parked here never reached the kernel: finish them now. */
+    struct rn__op *op;
+    while ((op = accwait_pop(f)) != NULL)
+        rn__op_complete(loop, op, -ECANCELED);
+    struct io_uring_sqe *sqe = get_sqes(loop, u, 1);
+    if (!sqe)
+        return;
+    /* Closing an fd does not cancel io_uring requests on it: cancel every
+     * request on the file (5.19: CANCEL_FD | CANCEL_ALL). */
+    io_uring_prep_cancel_fd(sqe, f->fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, UD_IGNORE);
+}
+
+static void dispatch_accept(struct rn__loop *loop, struct uring *u, struct rn__fd *f, const struct io_uring_cqe *cqe)
+{
+    bool more = cqe->flags & IORING_CQE_F_MORE;
+    int res = cqe->res;
+    if (res >= 0) {
+        if (f->closing) {
+            close(res);
+        } else {
+            struct rn__op *op = accwait_pop(f);
+            if (op)
+                rn__op_complete(loop, op, res);
+            else
+                accq_push(f, res);
+        }
+    } else if (!f->closing && res != -ECANCELED) {
+        /* EMFILE/ENFILE and the like end the multishot; the caller backs
+         * off and asks again, which re-arms it. Nobody waiting: the next
+         * accept re-arms and meets the error itself. */
+        struct rn__op *op = accwait_pop(f);
+        if (op)
+            rn__op_complete(loop, op, res);
+    }
+    if (!more) {
+        f->acc_armed = false;
+        if (!f->closing && f->acc_wait)
+            arm_accept(loop, u, f);
+        rn__fd_drop(loop, f);
+    }
+}
+
+static unsigned reap(struct rn__loop *loop, struct uring *u)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    io_uring_for_each_cqe(&u->ring, head, cqe)
+    {
+        n++;
+        uint64_t ud = io_uring_cqe_get_data64(cqe);
+        if (ud == UD_IGNORE)
+            continue;
+        if ((ud & UD_TAG_MASK) == UD_ACCEPT_MS) {
+            dispatch_accept(loop, u, (struct rn__fd *)(uintptr_t)(ud & ~UD_TAG_MASK), cqe);
+            continue;
+        }
+        rn__op_complete(loop, (struct rn__op *)(uintptr_t)ud, cqe->res);
+    }
+    io_uring_cq_advance(&u->ring, n);
+    return n;
+}
+
+static int uring_run_once(struct rn__loop *loop, bool wait)
+{
+    struct uring *u = loop->bk_state;
+    /* One enter both submits what the tasks queued and waits. */
+    int r = wait ? io_uring_submit_and_wait(&u->ring, 1) : io_uring_submit_and_get_events(&u->ring);
+    loop->stats.enter_calls++;
+    if (r > 0)
+        loop->stats.ops_submitted += (uint64_t)r;
+    /* -EINTR: a signal; -EBUSY/-EAGAIN: the CQ is backed up. Reaping is the
+     * cure for both, and the loop calls us again. */
+    if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN && r != -ETIME)
+        return r;
+    for (;;) {
+        reap(loop, u);
+        /* Completions that did not fit the CQ wait in the kernel's overflow
+         * list (IORING_FEAT_NODROP): flush them in and reap again. */
+        if (!io_uring_cq_has_overflow(&u->ring))
+            break;
+        io_uring_get_events(&u->ring);
+        loop->stats.enter_calls++;
+    }
+    return 0;
+}
+
+const struct rn__backend rn__backend_uring = {
+    .name = "io_uring",
+    .init = uring_init,
+    .destroy = uring_destroy,
+    .fd_open = uring_fd_open,
+    .fd_close = uring_fd_close,
+    .submit = uring_submit,
+    .cancel_fd = uring_cancel_fd,
+    .run_once = uring_run_once,
+};
