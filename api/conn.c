@@ -155,8 +155,13 @@ RN_EXPORT void rn_conn_set_write_deadline(rn_conn *c, int64_t ms)
 
 /* ---- transfers ------------------------------------------------------------------ */
 
+/* io_uring results are ints: keep one op under 1 GiB. */
+#define OP_MAX ((size_t)1 << 30)
+
 ssize_t rn__conn_recv(rn_conn *c, void *buf, size_t len, int64_t deadline)
 {
+    if (len > OP_MAX)
+        len = OP_MAX;
     struct rn__op op = {.kind = RN__OP_RECV, .f = &c->f, .buf = buf, .len = len, .deadline = deadline};
     return rn__op_wait(c->loop, &op);
 }
@@ -165,7 +170,8 @@ int rn__conn_send_all(rn_conn *c, const void *buf, size_t len, int64_t deadline)
 {
     const char *p = buf;
     while (len > 0) {
-        struct rn__op op = {.kind = RN__OP_SEND, .f = &c->f, .buf = (void *)p, .len = len, .deadline = deadline};
+        size_t n = len < OP_MAX ? len : OP_MAX;
+        struct rn__op op = {.kind = RN__OP_SEND, .f = &c->f, .buf = (void *)p, .len = n, .deadline = deadline};
         int r = rn__op_wait(c->loop, &op);
         if (r < 0)
             return r;
@@ -292,7 +298,8 @@ RN_EXPORT ssize_t rn_conn_write(rn_conn *c, const void *buf, size_t len)
     } else if (c->tls) {
         r = rn__tls_write(c, buf, len, deadline);
     } else {
-        struct rn__op op = {.kind = RN__OP_SEND, .f = &c->f, .buf = (void *)buf, .len = len, .deadline = deadline};
+        struct rn__op op = {.kind = RN__OP_SEND, .f = &c->f, .buf = (void *)buf, .len = len < OP_MAX ? len : OP_MAX,
+                            .deadline = deadline};
         r = rn__op_wait(c->loop, &op);
     }
     if (r < 0)

@@ -188,7 +188,7 @@ int rn__resolve_all(struct rn__loop *loop, const char *host, int port, int64_t d
         *n = 1;
         return 0;
     }
-    struct job *j;
+    struct job *j = NULL;
     int rc = lookup(loop, host, deadline, &j);
     if (rc < 0)
         return rc;

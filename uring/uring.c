@@ -139,7 +139,10 @@ static void arm_accept(struct rn__loop *loop, struct uring *u, struct rn__fd *f)
     io_uring_prep_multishot_accept(sqe, f->fd, NULL, NULL, SOCK_CLOEXEC);
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)f | UD_ACCEPT_MS);
     f->acc_armed = true;
-    f->inflight++; /* the multishot is in flight until its last CQE */
+    /* The multishot is in flight until its last CQE: a closer waits for it,
+     * and the loop knows a completion can still come. */
+    f->inflight++;
+    loop->inflight++;
 }
 
 static void accq_push(struct rn__fd *f, int fd)
@@ -274,6 +277,7 @@ static void dispatch_accept(struct rn__loop *loop, struct uring *u, struct rn__f
         f->acc_armed = false;
         if (!f->closing && f->acc_wait)
             arm_accept(loop, u, f);
+        loop->inflight--;
         rn__fd_drop(loop, f);
     }
 }

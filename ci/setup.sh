@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# setup.sh - install what building and testing ringnet needs on Debian
+# bookworm. Touches nothing (not even `apt-get update`) when all is there.
+set -euo pipefail
+
+packages=(
+    # build
+    build-essential cmake pkg-config g++
+    # libraries ringnet and its tests use
+    liburing-dev libwolfssl-dev libgtest-dev libc-ares-dev libseccomp-dev
+    # sanitizers (TSan preset), fuzzing, leak checks
+    clang-14 libclang-rt-14-dev valgrind
+    # real peers and tools the tests and demo start
+    openssl curl socat iproute2 procps ca-certificates
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [ "$status" = "install ok installed" ] || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "setup: all ${#packages[@]} packages are installed"
+    exit 0
+fi
+
+echo "setup: installing ${missing[*]}"
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+"${sudo[@]}" apt-get update
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}"

@@ -1,0 +1,195 @@
+/* close_test.cc - closing a connection or server while other tasks are
+ * blocked in calls on it: they wake promptly with RN_ECLOSED, nothing leaks,
+ * and a close from another thread is refused. */
+#include "harness.h"
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace rnt;
+
+namespace {
+
+class CloseTest : public BackendTest {};
+RNT_INSTANTIATE_BACKENDS(CloseTest);
+
+/* How soon a blocked call must return once its handle is closed. */
+constexpr int64_t kPromptMs = 100;
+
+TEST_P(CloseTest, CloseFromAnotherTaskWakesABlockedReadWithEclosedWithin100ms) {
+    OnLoopRun([&] {
+        Pair p;
+        ASSERT_TRUE(MakePair(&p));
+        ssize_t rc = 1;
+        int64_t woke_at = -1;
+        RNT_SPAWN([&] {
+            char buf[16];
+            rc = rn_conn_read(p.cli, buf, sizeof buf);
+            woke_at = NowMs();
+        });
+        rn_sleep(50);
+        ASSERT_EQ(-1, woke_at) << "the read returned before the close: " << rc;
+        int64_t t0 = NowMs();
+        EXPECT_EQ(0, rn_conn_close(p.cli));
+        p.cli = nullptr;
+        ASSERT_TRUE(WaitUntil([&] { return woke_at >= 0; }, 2000)) << "the blocked read never returned";
+        EXPECT_EQ(RN_ECLOSED, rc) << rn_strerror((int)rc);
+        EXPECT_LE(woke_at - t0, kPromptMs);
+        ClosePair(&p);
+    });
+}
+
+TEST_P(CloseTest, CloseFromAnotherTaskWakesABlockedWriteWithEclosedWithin100ms) {
+    OnLoopRun([&] {
+        Pair p;
+        ASSERT_TRUE(MakePair(&p));
+        const std::string data(64u << 20, 'c'); /* more than the buffers hold: the peer never reads */
+        int rc = 1;
+        int64_t woke_at = -1;
+        RNT_SPAWN([&] {
+            rc = rn_conn_write_all(p.cli, data.data(), data.size());
+            woke_at = NowMs();
+        });
+        rn_sleep(100);
+        ASSERT_EQ(-1, woke_at) << "the write returned before the close: " << rc;
+        int64_t t0 = NowMs();
+        EXPECT_EQ(0, rn_conn_close(p.cli));
+        p.cli = nullptr;
+        ASSERT_TRUE(WaitUntil([&] { return woke_at >= 0; }, 2000)) << "the blocked write never returned";
+        EXPECT_EQ(RN_ECLOSED, rc) << rn_strerror(rc);
+        EXPECT_LE(woke_at - t0, kPromptMs);
+        ClosePair(&p);
+    });
+}
+
+TEST_P(CloseTest, CloseWakesEveryTaskBlockedOnTheConnection) {
+    OnLoopRun([&] {
+        Pair p;
+        ASSERT_TRUE(MakePair(&p));
+        const std::string data(64u << 20, 'c');
+        ssize_t read_rc = 1;
+        int write_rc = 1, exact_rc = 1, woken = 0;
+        RNT_SPAWN([&] {
+            char buf[16];
+            read_rc = rn_conn_read(p.cli, buf, sizeof buf);
+            woken++;
+        });
+        RNT_SPAWN([&] {
+            write_rc = rn_conn_write_all(p.cli, data.data(), data.size());
+            woken++;
+        });
+        RNT_SPAWN([&] {
+            char buf[16];
+            exact_rc = rn_conn_read_exact(p.cli, buf, sizeof buf);
+            woken++;
+        });
+        rn_sleep(100);
+        ASSERT_EQ(0, woken);
+        EXPECT_EQ(0, rn_conn_close(p.cli));
+        p.cli = nullptr;
+        EXPECT_TRUE(WaitUntil([&] { return woken == 3; }, 2000)) << woken << " of 3 woke";
+        EXPECT_EQ(RN_ECLOSED, read_rc);
+        EXPECT_EQ(RN_ECLOSED, write_rc);
+        EXPECT_EQ(RN_ECLOSED, exact_rc);
+        ClosePair(&p);
+    });
+}
+
+TEST_P(CloseTest, ServerCloseWakesABlockedAcceptWithEclosedWithin100ms) {
+    OnLoopRun([&] {
+        rn_server *s = nullptr;
+        ASSERT_EQ(0, rn_tcp_listen(&s, "127.0.0.1", 0)) << rn_last_error();
+        int rc = 1;
+        rn_conn *c = nullptr;
+        int64_t woke_at = -1;
+        RNT_SPAWN([&] {
+            rc = rn_server_accept(s, &c);
+            woke_at = NowMs();
+        });
+        rn_sleep(50);
+        ASSERT_EQ(-1, woke_at) << "accept returned with no client: " << rc;
+        int64_t t0 = NowMs();
+        EXPECT_EQ(0, rn_server_close(s));
+        ASSERT_TRUE(WaitUntil([&] { return woke_at >= 0; }, 2000)) << "the blocked accept never returned";
+        EXPECT_EQ(RN_ECLOSED, rc) << rn_strerror(rc);
+        EXPECT_EQ(nullptr, c);
+        EXPECT_LE(woke_at - t0, kPromptMs);
+    });
+}
+
+TEST_P(CloseTest, ClosingTwoHundredConnectionsWithReadsPendingLeaksNoDescriptor) {
+    OnLoopRun([&] {
+        rn_server *s = nullptr;
+        ASSERT_EQ(0, rn_tcp_listen(&s, "127.0.0.1", 0)) << rn_last_error();
+        int port = PortOf(rn_server_addr(s));
+        int fds_before = -1, bad = 0;
+        std::string first_bad;
+        for (int i = 0; i < 201; i++) {
+            if (i == 1)
+                fds_before = CountOpenFds(); /* after one round warmed the loop up */
+            rn_conn *cli = nullptr, *acc = nullptr;
+            ASSERT_EQ(0, rn_tcp_connect(&cli, "127.0.0.1", port)) << "round " << i << ": " << rn_last_error();
+            ASSERT_EQ(0, rn_server_accept(s, &acc)) << "round " << i << ": " << rn_last_error();
+            ssize_t cli_rc = 1, acc_rc = 1;
+            int done = 0;
+            RNT_SPAWN([&] {
+                char buf[8];
+                cli_rc = rn_conn_read(cli, buf, sizeof buf);
+                done++;
+            });
+            RNT_SPAWN([&] {
+                char buf[8];
+                acc_rc = rn_conn_read(acc, buf, sizeof buf);
+                done++;
+            });
+            rn_sleep(1); /* both reads are blocked in the backend now */
+            EXPECT_EQ(0, rn_conn_close(cli));
+            EXPECT_EQ(0, rn_conn_close(acc));
+            ASSERT_TRUE(WaitUntil([&] { return done == 2; }, 2000)) << "round " << i;
+            /* The peer's read may see the end of stream before its own close. */
+            if (cli_rc != RN_ECLOSED || (acc_rc != RN_ECLOSED && acc_rc != 0)) {
+                if (bad++ == 0)
+                    first_bad = "round " + std::to_string(i) + ": cli read " + std::to_string(cli_rc) +
+                                ", acc read " + std::to_string(acc_rc);
+            }
+        }
+        EXPECT_EQ(0, bad) << first_bad;
+        EXPECT_EQ(fds_before, CountOpenFds()) << "descriptors leaked over 200 closes";
+        EXPECT_EQ(0, rn_server_close(s));
+    });
+}
+
+TEST_P(CloseTest, CloseFromAnotherThreadIsExdevAndClosesNothing) {
+    OnLoopRun([&] {
+        Pair p;
+        ASSERT_TRUE(MakePair(&p));
+        int conn_rc = 1, srv_rc = 1;
+        std::string err;
+        std::thread([&] {
+            conn_rc = rn_conn_close(p.cli);
+            srv_rc = rn_server_close(p.srv);
+            err = rn_last_error();
+        }).join();
+        EXPECT_EQ(-EXDEV, conn_rc);
+        EXPECT_EQ(-EXDEV, srv_rc);
+        EXPECT_FALSE(err.empty());
+        /* Both still work on their own thread. */
+        EXPECT_EQ(0, rn_conn_write_all(p.cli, "alive", 5));
+        char buf[5];
+        EXPECT_EQ(0, rn_conn_read_exact(p.acc, buf, 5)) << rn_last_error();
+        EXPECT_EQ(0, memcmp(buf, "alive", 5));
+        rn_conn *c2 = nullptr, *a2 = nullptr;
+        EXPECT_EQ(0, rn_tcp_connect(&c2, "127.0.0.1", p.port));
+        EXPECT_EQ(0, rn_server_accept(p.srv, &a2)) << rn_last_error();
+        if (c2 != nullptr)
+            rn_conn_close(c2);
+        if (a2 != nullptr)
+            rn_conn_close(a2);
+        ClosePair(&p);
+    });
+}
+
+} // namespace

@@ -1,0 +1,298 @@
+/* harness.cc - the shared test machinery declared in harness.h. */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+namespace {
+
+/* A test body stuck this long is a hang, not a slow test (each is meant to
+ * take well under 5 s; ctest's own limit is 120 s). */
+constexpr int kWatchdogSeconds = 60;
+
+void CallBody(const rnt::Fn &fn) {
+    try {
+        fn();
+    } catch (const std::exception &e) {
+        ADD_FAILURE() << "exception escaped a task: " << e.what();
+    } catch (...) {
+        ADD_FAILURE() << "exception escaped a task";
+    }
+}
+
+} // namespace
+
+/* C entry points for rn_run / rn_spawn: no C++ exception may cross the C
+ * library's frames, so CallBody catches everything. */
+extern "C" {
+static void rnt_call(void *arg) { CallBody(*static_cast<const rnt::Fn *>(arg)); }
+static void rnt_call_owned(void *arg) {
+    std::unique_ptr<rnt::Fn> fn(static_cast<rnt::Fn *>(arg));
+    CallBody(*fn);
+}
+}
+
+namespace rnt {
+
+int RunTask(const Fn &fn) { return rn_run(rnt_call, const_cast<Fn *>(&fn)); }
+
+int Spawn(Fn fn) {
+    auto *owned = new Fn(std::move(fn));
+    int rc = rn_spawn(rnt_call_owned, owned);
+    if (rc != 0)
+        delete owned;
+    return rc;
+}
+
+int64_t NowMs() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+bool WaitUntil(const std::function<bool()> &cond, int64_t timeout_ms) {
+    int64_t start = NowMs();
+    while (!cond()) {
+        if (NowMs() - start > timeout_ms)
+            return false;
+        rn_sleep(1);
+    }
+    return true;
+}
+
+int PortOf(const char *addr) {
+    if (addr == nullptr)
+        return -1;
+    const char *colon = strrchr(addr, ':');
+    if (colon == nullptr || colon[1] == '\0')
+        return -1;
+    char *end = nullptr;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port < 0 || port > 65535)
+        return -1;
+    return (int)port;
+}
+
+std::string Pattern(size_t n, uint32_t seed, uint64_t offset) {
+    std::string s(n, '\0');
+    for (size_t i = 0; i < n; i++)
+        s[i] = (char)PatternByte(offset + i, seed);
+    return s;
+}
+
+int64_t FirstPatternMismatch(const void *buf, size_t n, uint64_t offset, uint32_t seed) {
+    const unsigned char *p = static_cast<const unsigned char *>(buf);
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != PatternByte(offset + i, seed))
+            return (int64_t)i;
+    return -1;
+}
+
+uint64_t RaiseNofileToHard() {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 0;
+    if (rl.rlim_cur != rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return (uint64_t)rl.rlim_cur;
+}
+
+int CountOpenFds() {
+    DIR *d = opendir("/proc/self/fd");
+    if (d == nullptr)
+        return -1;
+    int n = 0;
+    while (struct dirent *e = readdir(d))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+bool HaveIpv6Loopback(std::string *why) {
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *why = std::string("no IPv6 sockets here: socket(AF_INET6): ") + strerror(errno);
+        return false;
+    }
+    struct sockaddr_in6 a;
+    memset(&a, 0, sizeof a);
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = in6addr_loopback;
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (!ok)
+        *why = std::string("no IPv6 loopback here: bind([::1]:0): ") + strerror(errno);
+    close(fd);
+    return ok;
+}
+
+::testing::AssertionResult MakePair(Pair *p, const char *host) {
+    int rc = rn_tcp_listen(&p->srv, host, 0);
+    if (rc != 0)
+        return ::testing::AssertionFailure() << "rn_tcp_listen(" << host << ", 0) = " << rc << " ("
+                                             << rn_strerror(rc) << "): " << rn_last_error();
+    p->port = PortOf(rn_server_addr(p->srv));
+    if (p->port <= 0)
+        return ::testing::AssertionFailure() << "no port in rn_server_addr: " << rn_server_addr(p->srv);
+    rc = rn_tcp_connect(&p->cli, host, p->port);
+    if (rc != 0)
+        return ::testing::AssertionFailure() << "rn_tcp_connect(" << host << ", " << p->port << ") = " << rc
+                                             << " (" << rn_strerror(rc) << "): " << rn_last_error();
+    rc = rn_server_accept(p->srv, &p->acc);
+    if (rc != 0)
+        return ::testing::AssertionFailure() << "rn_server_accept = " << rc << " (" << rn_strerror(rc)
+                                             << "): " << rn_last_error();
+    return ::testing::AssertionSuccess();
+}
+
+void ClosePair(Pair *p) {
+    if (p->cli != nullptr) {
+        EXPECT_EQ(0, rn_conn_close(p->cli)) << rn_last_error();
+    }
+    if (p->acc != nullptr) {
+        EXPECT_EQ(0, rn_conn_close(p->acc)) << rn_last_error();
+    }
+    if (p->srv != nullptr) {
+        EXPECT_EQ(0, rn_server_close(p->srv)) << rn_last_error();
+    }
+    p->cli = p->acc = nullptr;
+    p->srv = nullptr;
+}
+
+void SpawnEchoServer(rn_server *s, int n, int *served) {
+    RNT_SPAWN([s, n, served] {
+        for (int i = 0; i < n; i++) {
+            rn_conn *c = nullptr;
+            int rc = rn_server_accept(s, &c);
+            if (rc != 0) {
+                ADD_FAILURE() << "echo server: accept " << i << " = " << rc << " (" << rn_strerror(rc)
+                              << "): " << rn_last_error();
+                return;
+            }
+            RNT_SPAWN([c, served] {
+                std::vector<char> buf(16384);
+                for (;;) {
+                    ssize_t got = rn_conn_read(c, buf.data(), buf.size());
+                    if (got <= 0)
+                        break;
+                    int rc2 = rn_conn_write_all(c, buf.data(), (size_t)got);
+                    if (rc2 != 0)
+                        break;
+                }
+                EXPECT_EQ(0, rn_conn_close(c));
+                if (served != nullptr)
+                    ++*served;
+            });
+        }
+    });
+}
+
+namespace {
+
+void RunOnBackend(const char *backend, const Fn &body) {
+    int rc = rn_set_backend(backend);
+    ASSERT_EQ(0, rc) << "rn_set_backend(\"" << backend << "\"): " << rn_strerror(rc) << ": "
+                     << rn_last_error();
+    const char *name = rn_backend_name();
+    ASSERT_NE(nullptr, name) << "the loop did not start: " << rn_last_error();
+    ASSERT_STREQ(backend, name) << "reason: " << rn_backend_reason();
+    body();
+    EXPECT_STREQ(backend, rn_backend_name());
+}
+
+} // namespace
+
+std::thread LoopThread(const char *backend, Fn body) {
+    return std::thread([backend, body = std::move(body)] { RunOnBackend(backend, body); });
+}
+
+bool BackendUsable(const std::string &backend, std::string *why) {
+    static std::mutex mu;
+    static std::map<std::string, std::pair<bool, std::string>> cache;
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(backend);
+    if (it == cache.end()) {
+        bool ok = false;
+        std::string reason;
+        std::thread([&] {
+            int rc = rn_set_backend(backend.c_str());
+            if (rc != 0) {
+                reason = "rn_set_backend(\"" + backend + "\") = " + std::to_string(rc) + " (" +
+                         rn_strerror(rc) + "): " + rn_last_error();
+                return;
+            }
+            const char *name = rn_backend_name();
+            if (name == nullptr) {
+                reason = std::string(rn_last_error());
+                std::string detail = rn_backend_reason();
+                if (!detail.empty() && detail != reason)
+                    reason += reason.empty() ? detail : " (" + detail + ")";
+                if (reason.empty())
+                    reason = "the loop did not start and said nothing";
+                return;
+            }
+            reason = rn_backend_reason();
+            if (backend != name) {
+                reason = std::string("asked for ") + backend + ", the loop runs " + name + ": " + reason;
+                return;
+            }
+            ok = true;
+        }).join();
+        fprintf(stderr, "[ringnet] backend %s: %s (%s)\n", backend.c_str(), ok ? "usable" : "NOT usable",
+                reason.c_str());
+        it = cache.emplace(backend, std::make_pair(ok, reason)).first;
+    }
+    *why = it->second.second;
+    return it->second.first;
+}
+
+void BackendTest::SetUp() {
+    std::string why;
+    if (!BackendUsable(backend(), &why))
+        GTEST_SKIP() << "backend " << backend() << " cannot run here: " << why;
+}
+
+void BackendTest::OnLoop(const Fn &body) {
+    const char *b = backend();
+    std::promise<void> finished;
+    std::future<void> fut = finished.get_future();
+    std::thread t([&] {
+        RunOnBackend(b, body);
+        finished.set_value();
+    });
+    if (fut.wait_for(std::chrono::seconds(kWatchdogSeconds)) != std::future_status::ready) {
+        const ::testing::TestInfo *info = ::testing::UnitTest::GetInstance()->current_test_info();
+        fprintf(stderr, "\n[ringnet] %s.%s hung for %d s on backend %s; aborting the run\n",
+                info ? info->test_suite_name() : "?", info ? info->name() : "?", kWatchdogSeconds, b);
+        fflush(stderr);
+        std::abort();
+    }
+    t.join();
+}
+
+void BackendTest::OnLoopRun(const Fn &body) {
+    OnLoop([&] {
+        int rc = RunTask(body);
+        EXPECT_EQ(0, rc) << "rn_run: " << rn_strerror(rc) << ": " << rn_last_error();
+    });
+}
+
+} // namespace rnt

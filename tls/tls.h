@@ -1,0 +1,106 @@
+/* tls.h - what the files of tls/ share: the config object behind
+ * rn_tls_config and the per-connection session (struct rn__tls) that runs
+ * wolfSSL over memory buffers. Private to tls/; api/ sees only the seams in
+ * api.h. */
+#ifndef RN_TLS_H
+#define RN_TLS_H
+
+#include "api.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* wolfSSL's headers must see the options its library was built with first,
+ * or the structures they declare do not match the library's. */
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <wolfssl/error-ssl.h>
+#include <wolfssl/wolfcrypt/error-crypt.h>
+
+/* A shared configuration: one WOLFSSL_CTX and what was said about it.
+ * Mutable through the rn_tls_config_set_* calls until the first connection
+ * uses it ("frozen"), read-only afterwards, so any number of threads may use
+ * it at once. Freed when the last reference goes: the caller's (dropped by
+ * rn_tls_config_free), one per session and one per TLS listener. */
+struct rn_tls_config {
+    atomic_int refs;
+    atomic_bool frozen;
+    pthread_mutex_t freeze_mu; /* serialises the one-time work of freezing */
+    bool server;
+    WOLFSSL_CTX *ctx;
+    bool ca_set;               /* set_ca_file / require_client_cert gave the anchors */
+    int load_err;              /* freezing failed (no trust store): every use fails so */
+    char load_msg[320];
+    char trust[200];           /* where the trust anchors came from, for messages */
+    char *alpn;                /* "h2,http/1.1", or NULL */
+};
+
+/* Freeze cfg for use by a connection (loading the system trust store into a
+ * client config that was given no CA file, once). 0, or an error with its
+ * detail in rn_last_error. */
+int rn__tls_config_use(rn_tls_config *cfg, const char *what);
+void rn__tls_config_ref(rn_tls_config *cfg);
+void rn__tls_config_unref(rn_tls_config *cfg);
+/* The process-wide client config behind rn_tls_connect: the system trust
+ * store as SSL_CERT_FILE / SSL_CERT_DIR say now (rebuilt when they change).
+ * Returned with a reference the caller drops; NULL with rn_last_error set. */
+rn_tls_config *rn__tls_default_client(void);
+
+/* A growable byte buffer: bytes [off, off + len) of p are live. */
+struct rn__tls_buf {
+    char *p;
+    size_t off, len, cap;
+};
+
+/* A task waiting for its turn on one side of a session. */
+struct rn__tls_waiter {
+    struct rn__task *task;
+    struct rn__tls_waiter *next;
+};
+
+/* One TLS session over one connection. wolfSSL never sees the socket: its
+ * receive callback takes ciphertext from `in`, its send callback appends to
+ * `q`. Tasks take turns per direction (rd_busy: one task receives and runs
+ * wolfSSL_read; wr_busy: one task sends), and a wolfSSL call never parks,
+ * so wolfSSL is never entered twice at once. */
+struct rn__tls {
+    rn_conn *c;
+    rn_tls_config *cfg;        /* a reference, dropped when the session is freed */
+    WOLFSSL *ssl;
+    bool server;
+    bool hs_done;              /* the handshake finished */
+    int fatal;                 /* sticky failure (RN_ETLS, RN_ETLS_VERIFY): every later call returns it */
+    char fatal_msg[400];
+    bool in_eof;               /* the peer ended the TCP stream */
+    bool got_close_notify;     /* ... after its close_notify: a clean end */
+    bool sent_close_notify;
+    bool rd_busy, wr_busy;     /* a task owns the inbound / outbound side */
+    bool flusher;              /* a background flush task is scheduled */
+    struct rn__tls_waiter *waiters;
+    struct rn__tls_buf in;     /* received ciphertext not yet given to wolfSSL (fixed size) */
+    struct rn__tls_buf q;      /* ciphertext wolfSSL produced, not yet handed to the kernel */
+    struct rn__tls_buf tx;     /* ciphertext a send is working through; never moves while it does */
+    /* The first refusal the verify callback saw, for the message. */
+    int verify_err, verify_depth;
+    char verify_subject[160], verify_issuer[160], verify_not_after[40];
+    char host[256];            /* client: the name asked for (SNI, name check) */
+    bool host_is_ip;
+    char alpn[64];             /* negotiated protocol, "" if none */
+};
+
+/* Make a session for c with cfg (frozen already) and attach it (c->tls).
+ * host: the name to verify (client); NULL for servers. */
+int rn__tls_session_attach(rn_conn *c, rn_tls_config *cfg, const char *host, bool server);
+/* Run the handshake to its end under deadline (0 on success, sticky on
+ * failure, resumable after -ETIMEDOUT). */
+int rn__tls_handshake(rn_conn *c, int64_t deadline, const char *what);
+
+/* config.c: the sentence for a refused certificate, from what the verify
+ * callback recorded and wolfSSL's error. */
+void rn__tls_verify_message(struct rn__tls *t, int wolf_err, char *out, size_t outlen);
+/* Whether a wolfSSL error means the peer's certificate was refused. */
+bool rn__tls_is_verify_error(struct rn__tls *t, int wolf_err);
+/* The verify callback installed on every context that verifies. */
+int rn__tls_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *store);
+
+#endif /* RN_TLS_H */
