@@ -40,9 +40,10 @@ void rn__conn_leave(rn_conn *c);
 
 /* Plain-socket transfers with an absolute deadline (0 = none): what both
  * plain calls and the TLS layer's ciphertext I/O use. recv: bytes (> 0),
- * 0 at EOF, or an error. send_all: 0 or an error. */
+ * 0 at EOF, or an error. send_all: 0 or an error; *sent (if not NULL) gets
+ * the bytes sent either way. */
 ssize_t rn__conn_recv(rn_conn *c, void *buf, size_t len, int64_t deadline);
-int rn__conn_send_all(rn_conn *c, const void *buf, size_t len, int64_t deadline);
+int rn__conn_send_all(rn_conn *c, const void *buf, size_t len, int64_t deadline, size_t *sent);
 
 /* Wrap an open, connected descriptor into a new conn (fd_open done). */
 int rn__conn_new(struct rn__loop *loop, int fd, bool accepted, rn_conn **out);
@@ -71,9 +72,18 @@ int rn__listen(rn_server **out, const char *host, int port, const rn_tls_config 
  * call these instead of the socket. */
 ssize_t rn__tls_read(rn_conn *c, void *buf, size_t max, int64_t deadline);
 ssize_t rn__tls_write(rn_conn *c, const void *buf, size_t len, int64_t deadline);
-/* Best-effort close_notify, bounded; frees the session. */
+/* Hand the ciphertext still queued to the kernel (write_all ends with it,
+ * so that its 0 means sent, not queued). 0 or an error. */
+int rn__tls_flush(rn_conn *c, int64_t deadline);
+/* Queue close_notify and flush it (shutdown_write, before SHUT_WR). */
+int rn__tls_shutdown_write(rn_conn *c, int64_t deadline);
+/* Best-effort close_notify, bounded; before the descriptor closes. */
 void rn__tls_close(rn_conn *c);
+/* Free the session, once no call uses the connection any more. */
+void rn__tls_free(rn_conn *c);
 /* Server side: make c a TLS conn whose handshake runs at first use. */
 int rn__tls_attach_server(rn_conn *c, const struct rn_tls_config *cfg);
+/* Drop a TLS listener's reference on its config (rn_server_close). */
+void rn__tls_config_release(const struct rn_tls_config *cfg);
 
 #endif /* RN_API_H */

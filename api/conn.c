@@ -74,6 +74,8 @@ void rn__conn_destroy(rn_conn *c)
         c->close_waiter = c->loop->current;
         rn__task_park(c->loop);
     }
+    if (c->tls)
+        rn__tls_free(c); /* only now: the calls that just left were using it */
     free(c->kept);
     free(c);
 }
@@ -95,6 +97,11 @@ RN_EXPORT int rn_conn_shutdown_write(rn_conn *c)
     int rc = rn__conn_enter(c, "shutdown_write");
     if (rc < 0)
         return rc;
+    /* TLS: close_notify first, so the peer reads a clean end. */
+    if (c->tls && (rc = rn__tls_shutdown_write(c, rn__deadline_after_ms(c->wr_ms))) < 0) {
+        rn__conn_leave(c);
+        return rc;
+    }
     if (shutdown(c->f.fd, SHUT_WR) < 0)
         rc = rn__err(-errno, "shutdown_write on %s: %s", rn_conn_remote_addr(c), rn_strerror(-errno));
     rn__conn_leave(c);
@@ -166,19 +173,24 @@ ssize_t rn__conn_recv(rn_conn *c, void *buf, size_t len, int64_t deadline)
     return rn__op_wait(c->loop, &op);
 }
 
-int rn__conn_send_all(rn_conn *c, const void *buf, size_t len, int64_t deadline)
+int rn__conn_send_all(rn_conn *c, const void *buf, size_t len, int64_t deadline, size_t *sent)
 {
     const char *p = buf;
-    while (len > 0) {
-        size_t n = len < OP_MAX ? len : OP_MAX;
-        struct rn__op op = {.kind = RN__OP_SEND, .f = &c->f, .buf = (void *)p, .len = n, .deadline = deadline};
+    size_t done = 0;
+    int rc = 0;
+    while (done < len) {
+        size_t n = len - done < OP_MAX ? len - done : OP_MAX;
+        struct rn__op op = {.kind = RN__OP_SEND, .f = &c->f, .buf = (void *)(p + done), .len = n, .deadline = deadline};
         int r = rn__op_wait(c->loop, &op);
-        if (r < 0)
-            return r;
-        p += r;
-        len -= (size_t)r;
+        if (r < 0) {
+            rc = r;
+            break;
+        }
+        done += (size_t)r;
     }
-    return 0;
+    if (sent)
+        *sent = done;
+    return rc;
 }
 
 static int io_error(rn_conn *c, const char *what, int err)
@@ -188,7 +200,7 @@ static int io_error(rn_conn *c, const char *what, int err)
     if (err == RN_ECLOSED)
         return rn__err(err, "%s: the connection was closed while the call was blocked", what);
     /* TLS failures carry their own detail already. */
-    if (err == RN_ETLS || err == RN_ETLS_VERIFY)
+    if (err == RN_ETLS || err == RN_ETLS_VERIFY || err == RN_ETLS_TRUNCATED)
         return err;
     return rn__err(err, "%s on %s: %s", what, rn_conn_remote_addr(c), rn_strerror(err));
 }
@@ -196,6 +208,8 @@ static int io_error(rn_conn *c, const char *what, int err)
 /* Hand out bytes a failed read_exact gave back. */
 static size_t take_kept(rn_conn *c, char *buf, size_t max)
 {
+    if (c->kept_len == 0)
+        return 0;
     size_t n = c->kept_len < max ? c->kept_len : max;
     memcpy(buf, c->kept + c->kept_off, n);
     c->kept_off += n;
@@ -213,7 +227,8 @@ static int keep_front(rn_conn *c, const char *buf, size_t n)
         char *k = malloc(need);
         if (!k)
             return -ENOMEM;
-        memcpy(k + n, c->kept + c->kept_off, c->kept_len);
+        if (c->kept_len)
+            memcpy(k + n, c->kept + c->kept_off, c->kept_len);
         free(c->kept);
         c->kept = k;
         c->kept_cap = need;
@@ -308,32 +323,45 @@ RN_EXPORT ssize_t rn_conn_write(rn_conn *c, const void *buf, size_t len)
     return r;
 }
 
-RN_EXPORT int rn_conn_write_all(rn_conn *c, const void *buf, size_t len)
+RN_EXPORT int rn_conn_write_all_n(rn_conn *c, const void *buf, size_t len, size_t *written)
 {
+    size_t done = 0;
     int rc = rn__conn_enter(c, "write_all");
     if (rc < 0)
-        return rc;
+        goto out;
     int64_t deadline = rn__deadline_after_ms(c->wr_ms);
     if (!buf && len > 0) {
         rc = rn__err(-EINVAL, "write_all: buf is NULL");
     } else if (c->tls) {
         const char *p = buf;
-        while (len > 0) {
-            ssize_t r = rn__tls_write(c, p, len, deadline);
+        while (done < len) {
+            ssize_t r = rn__tls_write(c, p + done, len - done, deadline);
             if (r < 0) {
                 rc = (int)r;
                 break;
             }
-            p += r;
-            len -= (size_t)r;
+            done += (size_t)r;
         }
+        /* 0 means sent, not queued: after a flush that timed out,
+         * rn__tls_write counts its chunk as written (it is committed) and
+         * leaves the ciphertext queued. */
+        if (rc == 0)
+            rc = rn__tls_flush(c, deadline);
     } else {
-        rc = rn__conn_send_all(c, buf, len, deadline);
+        rc = rn__conn_send_all(c, buf, len, deadline, &done);
     }
     if (rc < 0)
         rc = io_error(c, "write_all", rc);
     rn__conn_leave(c);
+out:
+    if (written)
+        *written = done;
     return rc;
+}
+
+RN_EXPORT int rn_conn_write_all(rn_conn *c, const void *buf, size_t len)
+{
+    return rn_conn_write_all_n(c, buf, len, NULL);
 }
 
 /* ---- connect ---------------------------------------------------------------------- */

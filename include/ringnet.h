@@ -43,14 +43,17 @@ extern "C" {
 #define RN_EEOF          (-20004) /* the stream ended before read_exact got its length */
 #define RN_ECLOSED       (-20005) /* the connection or server was closed, also while blocked in the call */
 #define RN_EBACKEND      (-20006) /* the requested I/O backend cannot run here (see rn_backend_reason) */
+#define RN_ETLS_TRUNCATED (-20007) /* the TLS peer ended the TCP stream without close_notify */
 
 /* A stable, static message for any code this library returns (RN_E* or
  * -errno). Never NULL. */
 const char *rn_strerror(int err);
 
 /* A human-readable detail of the most recent failure on this thread, naming
- * what failed and why ("connect to 127.0.0.1:1: Connection refused"). Valid
- * until the next failing call on this thread. Empty string if none. */
+ * what failed and why ("connect to 127.0.0.1 port 1: Connection refused").
+ * A successful call does not clear it: read it right after the failure. The
+ * text stays valid until the next failure on this thread. Empty string if
+ * this thread has not failed yet. */
 const char *rn_last_error(void);
 
 /* ---- Tasks ------------------------------------------------------------- */
@@ -58,13 +61,17 @@ const char *rn_last_error(void);
 typedef void (*rn_task_fn)(void *arg);
 
 /* Run fn(arg) as a task on this thread's loop and return once no task is
- * left on the loop (fn's and every task spawned meanwhile). 0, or a negative
- * code if the loop could not start (rn_last_error says why) or -EINVAL if
- * fn is NULL. Not re-entrant: calling rn_run from inside a task is -EBUSY. */
+ * left on the loop (fn's and every task spawned meanwhile). 0; -EINVAL if
+ * fn is NULL; -EBUSY from inside a task (use rn_spawn there); RN_EBACKEND
+ * (or the loop's own error) if this thread's loop cannot start; -EDEADLK if
+ * every remaining task waits with nothing in flight that could wake it (a
+ * task waiting on itself); those tasks stay parked. */
 int rn_run(rn_task_fn fn, void *arg);
 
 /* Start fn(arg) as a new task on this thread's loop. It first runs when the
- * caller next blocks or yields. 0, -EINVAL (fn NULL), -ENOMEM (no stack). */
+ * caller next blocks or yields; tasks spawned from plain main() run during
+ * main's next blocking call or rn_run, and never if there is none.
+ * 0, -EINVAL (fn NULL), -ENOMEM (no stack), RN_EBACKEND. */
 int rn_spawn(rn_task_fn fn, void *arg);
 
 /* Let the other ready tasks run, then continue. Outside a task: runs one
@@ -75,9 +82,11 @@ void rn_yield(void);
  * time has passed. */
 int rn_sleep(int64_t ms);
 
-/* Stack size of tasks spawned later on this thread, rounded up to pages;
- * at least 16 KiB. Pages are committed only when touched (mmap), so a large
- * size costs address space, not memory. Default 256 KiB. 0 or -EINVAL. */
+/* Stack size of tasks spawned later on this thread (rn_run's included),
+ * rounded up to pages. Pages are committed only when touched (mmap), so a
+ * large size costs address space, not memory. A guard page below each stack
+ * turns an overflow into SIGSEGV instead of silent corruption. Default
+ * 256 KiB. 0, or -EINVAL outside 16 KiB .. 1 GiB. */
 int rn_set_task_stack_size(size_t bytes);
 
 /* ---- Backend ----------------------------------------------------------- */
@@ -106,18 +115,22 @@ typedef struct rn_stats {
     uint64_t accept_backoffs; /* accepts delayed by EMFILE/ENFILE */
 } rn_stats;
 
-/* Copy this thread's loop counters into *out. 0, or -EINVAL if out is NULL. */
+/* Copy this thread's loop counters (since its loop started; never reset)
+ * into *out, starting the loop if needed. 0, -EINVAL if out is NULL,
+ * RN_EBACKEND. */
 int rn_loop_stats(rn_stats *out);
 
 /* ---- Connections ------------------------------------------------------- */
 
 typedef struct rn_conn rn_conn;
 
-/* Connect to host:port (host: a name, or a numeric IPv4/IPv6 address).
- * Names are resolved without blocking the loop; every address is tried in
- * turn until one connects. The whole call is bounded by
- * rn_set_connect_timeout. -EINVAL (bad port/host), RN_EDNS, -ECONNREFUSED,
- * -ENETUNREACH, -EHOSTUNREACH, -ETIMEDOUT, -ENOMEM. */
+/* Connect to host:port (host: a name, or a numeric IPv4/IPv6 address, with
+ * or without [brackets]). Names are resolved without blocking the loop;
+ * every address is tried in turn, IPv4 first, until one connects; if none
+ * does, the last address's error is returned. The whole call is bounded by
+ * rn_set_connect_timeout. TCP_NODELAY is set. -EINVAL (NULL/empty host,
+ * port outside 1..65535), RN_EDNS, -ECONNREFUSED, -ENETUNREACH,
+ * -EHOSTUNREACH, -ETIMEDOUT, -EMFILE, -ENOMEM, RN_EBACKEND. */
 int rn_tcp_connect(rn_conn **out, const char *host, int port);
 
 /* Connect, then a TLS handshake verified against the system trust store
@@ -125,23 +138,36 @@ int rn_tcp_connect(rn_conn **out, const char *host, int port);
  * host. As rn_tcp_connect plus RN_ETLS and RN_ETLS_VERIFY. */
 int rn_tls_connect(rn_conn **out, const char *host, int port);
 
-/* Write up to len bytes; returns the count written (> 0). -EINVAL (len 0 is
- * 0; NULL buf), -ETIMEDOUT (write deadline), -EPIPE/-ECONNRESET (peer gone),
- * RN_ECLOSED (closed meanwhile), -EXDEV (other thread). */
+/* Write up to len bytes; returns the count written (> 0; 0 when len is 0).
+ * -EINVAL (NULL buf with len > 0, NULL c), -ETIMEDOUT (write deadline),
+ * -EPIPE/-ECONNRESET (peer gone), RN_ECLOSED (closed, also meanwhile),
+ * -EXDEV (other thread); on TLS connections also RN_ETLS, RN_ETLS_VERIFY
+ * (a deferred server handshake runs here). */
 ssize_t rn_conn_write(rn_conn *c, const void *buf, size_t len);
 
 /* Write all len bytes, looping over short writes; 0 once all are written.
- * Errors as rn_conn_write; on -ETIMEDOUT some prefix may have been sent. */
+ * Errors as rn_conn_write. The deadline bounds the whole call. On failure a
+ * prefix may have been sent: rn_conn_write_all_n says how long. */
 int rn_conn_write_all(rn_conn *c, const void *buf, size_t len);
 
+/* rn_conn_write_all that also stores in *written (if not NULL) how many
+ * bytes were handed to the connection, on success (len) and on failure
+ * (the prefix sent before the error), so a caller can resume after a
+ * -ETIMEDOUT without losing or repeating a byte. */
+int rn_conn_write_all_n(rn_conn *c, const void *buf, size_t len, size_t *written);
+
 /* Read up to max bytes: the count (> 0), or 0 at end of stream. Bytes kept
- * by a failed read_exact come first. -ETIMEDOUT (read deadline),
- * -ECONNRESET, RN_ECLOSED, -EXDEV, -EINVAL. */
+ * by a failed read_exact come first. -EINVAL (NULL c or buf, max 0: a 0
+ * return means end of stream only), -ETIMEDOUT (read deadline),
+ * -ECONNRESET, RN_ECLOSED, -EXDEV; on TLS connections also RN_ETLS,
+ * RN_ETLS_VERIFY and a truncation error for an end without close_notify. */
 ssize_t rn_conn_read(rn_conn *c, void *buf, size_t max);
 
-/* Read exactly len bytes; 0 once they are in buf. RN_EEOF if the stream ends
- * first; -ETIMEDOUT past the read deadline. On failure the bytes taken so
- * far are kept and the next read returns them first (nothing is lost). */
+/* Read exactly len bytes; 0 once they are in buf (len 0: 0 at once).
+ * RN_EEOF if the stream ends first; -ETIMEDOUT past the read deadline,
+ * which bounds the whole call; otherwise the errors of rn_conn_read. On
+ * failure the bytes taken so far are kept and the next read returns them
+ * first: nothing is lost (except after RN_ECLOSED: the handle is gone). */
 int rn_conn_read_exact(rn_conn *c, void *buf, size_t len);
 
 /* Close and free the handle. Calls blocked on c in other tasks return
@@ -150,10 +176,10 @@ int rn_conn_read_exact(rn_conn *c, void *buf, size_t len);
 int rn_conn_close(rn_conn *c);
 
 /* Shut down the sending side (half-close): the peer reads end of stream,
- * reads here keep working. 0 or -errno. */
+ * reads here keep working. 0, -EINVAL, -EXDEV, RN_ECLOSED, -ENOTCONN. */
 int rn_conn_shutdown_write(rn_conn *c);
 
-/* "127.0.0.1:5432", "[::1]:5432". Valid while c is open. */
+/* "127.0.0.1:5432", "[::1]:5432"; "" for NULL. Valid until c is closed. */
 const char *rn_conn_remote_addr(const rn_conn *c);
 const char *rn_conn_local_addr(const rn_conn *c);
 bool rn_conn_is_tls(const rn_conn *c);
@@ -162,7 +188,8 @@ bool rn_conn_is_tls(const rn_conn *c);
  * as a whole; 0 removes the deadline; negative is treated as 0. A call past
  * its deadline fails with -ETIMEDOUT, loses nothing, and leaves the
  * connection usable. A deadline set while a call is blocked applies to the
- * next call, not to the one in progress. */
+ * next call, not to the one in progress. Setting is a plain store: do it
+ * from the connection's own thread. NULL c is ignored. */
 void rn_conn_set_deadline(rn_conn *c, int64_t ms);       /* reads and writes */
 void rn_conn_set_read_deadline(rn_conn *c, int64_t ms);
 void rn_conn_set_write_deadline(rn_conn *c, int64_t ms);
@@ -181,10 +208,12 @@ void rn_set_connect_timeout(int64_t ms);
 
 typedef struct rn_server rn_server;
 
-/* Listen on host:port ("0.0.0.0", "::", "127.0.0.1", a name; NULL or "" =
- * all IPv4 addresses). Port 0 picks a free port (see rn_server_addr).
- * SO_REUSEADDR is set, SO_REUSEPORT is not. -EINVAL, -EADDRINUSE, -EACCES,
- * RN_EDNS. */
+/* Listen on host:port ("0.0.0.0", "::", "127.0.0.1", a name: its first
+ * address, IPv4 first; NULL or "" = all IPv4 addresses). "::" takes the
+ * system's IPV6_V6ONLY default (dual-stack on Linux). Port 0 picks a free
+ * port (see rn_server_addr). SO_REUSEADDR is set, SO_REUSEPORT is not.
+ * -EINVAL (port outside 0..65535, NULL out), -EADDRINUSE, -EACCES,
+ * -EADDRNOTAVAIL, RN_EDNS, RN_EBACKEND. */
 int rn_tcp_listen(rn_server **out, const char *host, int port);
 
 /* As rn_tcp_listen with SO_REUSEPORT, so one listener per thread can share a
@@ -192,13 +221,15 @@ int rn_tcp_listen(rn_server **out, const char *host, int port);
 int rn_tcp_listen_reuseport(rn_server **out, const char *host, int port);
 
 /* Wait for the next client. 0 and *out set; RN_ECLOSED if the server is
- * closed (also while blocked here); -EXDEV. Out of descriptors
+ * closed (also while blocked here); -EXDEV; -EINVAL. Out of descriptors
  * (EMFILE/ENFILE) never fails nor spins: accept backs off (1 ms doubling to
  * 500 ms) and goes on once a descriptor is free; clients wait in the
- * kernel's backlog meanwhile. */
+ * kernel's backlog meanwhile. A client gone before it was taken
+ * (ECONNABORTED) is skipped, not reported. No deadline applies. */
 int rn_server_accept(rn_server *s, rn_conn **out);
 
-/* "0.0.0.0:9000", "[::]:9000": the real port when 0 was asked. */
+/* "0.0.0.0:9000", "[::]:9000": the real port when 0 was asked. Valid until
+ * the server is closed; "" for NULL. */
 const char *rn_server_addr(const rn_server *s);
 
 /* Stop listening and free the server; a blocked accept returns RN_ECLOSED
