@@ -417,7 +417,7 @@ int rn__connect(rn_conn **out, const char *host, int port, int64_t deadline, con
         return rn__err(-EINVAL, "%s to %s: port %d is outside 1..65535", what, host, port);
     struct rn__loop *loop = rn__loop_get();
     if (!loop)
-        return RN_EBACKEND;
+        return rn__loop_error();
     return connect_any(loop, out, host, port, deadline);
 }
 

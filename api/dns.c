@@ -233,7 +233,7 @@ RN_EXPORT int rn_resolve(const char *host, char *out, size_t outlen)
         return rn__err(-EINVAL, "resolve: %s is NULL or empty", !out ? "out" : "host");
     struct rn__loop *loop = rn__loop_get();
     if (!loop)
-        return RN_EBACKEND;
+        return rn__loop_error();
     struct sockaddr_storage *list;
     size_t n;
     int rc = rn__resolve_all(loop, host, 0, rn__connect_deadline(), &list, &n);

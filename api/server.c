@@ -22,7 +22,7 @@ static int listen_common(rn_server **out, const char *host, int port, bool reuse
         return rn__err(-EINVAL, "%s on %s: port %d is outside 0..65535", what, host, port);
     struct rn__loop *loop = rn__loop_get();
     if (!loop)
-        return RN_EBACKEND;
+        return rn__loop_error();
 
     struct sockaddr_storage *addrs;
     size_t n;
@@ -175,6 +175,8 @@ RN_EXPORT int rn_server_close(rn_server *s)
         s->close_waiter = s->loop->current;
         rn__task_park(s->loop);
     }
+    if (s->tls_cfg)
+        rn__tls_config_release(s->tls_cfg); /* rn_tls_listen took a reference */
     free(s);
     return 0;
 }

@@ -48,6 +48,7 @@ void rn__ctx_entry(void);
 static __thread struct rn__loop *tl_loop;
 static __thread const char *tl_backend_choice; /* static string or NULL */
 static __thread size_t tl_stack_size;
+static __thread int tl_loop_err; /* why this thread's loop could not start */
 static pthread_key_t loop_key;
 static pthread_once_t loop_key_once = PTHREAD_ONCE_INIT;
 
@@ -309,6 +310,10 @@ void rn__op_complete(struct rn__loop *loop, struct rn__op *op, int res)
         } else if (op->deadline && (res == -ECANCELED || res == -ETIME || res == -EINTR)) {
             /* Only close and the deadline cancel an op; close is handled above. */
             res = -ETIMEDOUT;
+        } else if (op->kind == RN__OP_RECV && res >= 0) {
+            /* A short read emptied the socket: the next recv will most likely
+             * have to wait, and a backend can skip trying it first. */
+            f->rd_drained = res > 0 && (size_t)res < op->len; /* not at EOF: nothing more will come */
         }
         rn__fd_drop(loop, f);
     } else if (op->kind == RN__OP_SLEEP && res == -ETIME) {
@@ -437,6 +442,11 @@ static int loop_pick_backend(struct rn__loop *loop)
     return 0;
 }
 
+int rn__loop_error(void)
+{
+    return tl_loop_err ? tl_loop_err : RN_EBACKEND;
+}
+
 struct rn__loop *rn__loop_peek(void)
 {
     return tl_loop;
@@ -450,13 +460,15 @@ struct rn__loop *rn__loop_get(void)
     pthread_once(&loop_key_once, make_key);
     loop = calloc(1, sizeof *loop);
     if (!loop) {
-        rn__err(-ENOMEM, "out of memory creating this thread's loop");
+        tl_loop_err = rn__err(-ENOMEM, "out of memory creating this thread's loop");
         return NULL;
     }
     loop->current = &loop->root;
     loop->stack_size = tl_stack_size ? tl_stack_size : RN_DEFAULT_STACK;
-    if (loop_pick_backend(loop) < 0) {
+    int rc = loop_pick_backend(loop);
+    if (rc < 0) {
         free(loop);
+        tl_loop_err = rc;
         return NULL;
     }
     tl_loop = loop;
@@ -472,7 +484,7 @@ RN_EXPORT int rn_spawn(rn_task_fn fn, void *arg)
         return rn__err(-EINVAL, "rn_spawn: the task function is NULL");
     struct rn__loop *loop = rn__loop_get();
     if (!loop)
-        return RN_EBACKEND;
+        return rn__loop_error();
     struct rn__task *t = task_alloc(loop);
     if (!t)
         return rn__err(-ENOMEM, "rn_spawn: cannot map a %zu-byte task stack", loop->stack_size);
@@ -496,7 +508,7 @@ RN_EXPORT int rn_run(rn_task_fn fn, void *arg)
         return rn__err(-EINVAL, "rn_run: the task function is NULL");
     struct rn__loop *loop = rn__loop_get();
     if (!loop)
-        return RN_EBACKEND;
+        return rn__loop_error();
     if (loop->current != &loop->root || loop->running)
         return rn__err(-EBUSY, "rn_run: called from inside a task; use rn_spawn there");
     int rc = rn_spawn(fn, arg);
@@ -533,7 +545,7 @@ RN_EXPORT int rn_sleep(int64_t ms)
 {
     struct rn__loop *loop = rn__loop_get();
     if (!loop)
-        return RN_EBACKEND;
+        return rn__loop_error();
     if (ms <= 0) {
         rn_yield();
         return 0;
@@ -591,7 +603,7 @@ RN_EXPORT int rn_loop_stats(rn_stats *out)
         return rn__err(-EINVAL, "rn_loop_stats: out is NULL");
     struct rn__loop *loop = rn__loop_get();
     if (!loop)
-        return RN_EBACKEND;
+        return rn__loop_error();
     *out = loop->stats;
     return 0;
 }

@@ -46,10 +46,12 @@ struct rn__fd {
     int inflight;              /* ops of this fd inside the backend */
     bool closing;              /* rn_*_close began: new ops fail, completions map to RN_ECLOSED */
     bool accepted;             /* came from accept (epoll: already non-blocking) */
+    bool rd_drained;           /* the last recv got less than it asked: the socket was emptied */
     struct rn__task *drain_waiter; /* woken when inflight drops to 0 while closing */
 
     /* epoll backend: registered once (edge-triggered) and the parked ops. */
     bool ep_registered;
+    bool ep_rd_ready;          /* a readable edge came with nothing parked and no EAGAIN since */
     struct rn__op *ep_rd, *ep_wr; /* FIFO heads of ops waiting for readability / writability */
 
     /* io_uring backend: the multishot accept of a listener. */
@@ -156,6 +158,9 @@ struct rn__loop {
 /* This thread's loop, created on first use (NULL with rn_last_error set if
  * no backend can start). */
 struct rn__loop *rn__loop_get(void);
+/* After rn__loop_get failed: the code to return (RN_EBACKEND, -EINVAL for
+ * a bad RN_BACKEND, -ENOMEM, ...); rn_last_error has the sentence. */
+int rn__loop_error(void);
 /* This thread's loop if it exists, else NULL (no creation). */
 struct rn__loop *rn__loop_peek(void);
 

@@ -153,6 +153,10 @@ static int try_op(struct rn__op *op)
         switch (op->kind) {
         case RN__OP_RECV:
             r = recv(fd, op->buf, op->len, 0);
+            /* A short read emptied the socket, like EAGAIN would say: only
+             * an edge from now on means there is more. */
+            if (r > 0 && (size_t)r < op->len)
+                op->f->ep_rd_ready = false;
             break;
         case RN__OP_SEND:
             r = send(fd, op->buf, op->len, MSG_NOSIGNAL);
@@ -238,12 +242,19 @@ static void ep_submit(struct rn__loop *loop, struct rn__op *op)
             rn__op_complete(loop, op, -ENOMEM);
         return;
     }
-    loop->stats.ops_submitted++;
-    int r = try_op(op);
-    if (r != -EAGAIN) {
-        rn__op_complete(loop, op, r);
-        return;
+    /* A recv on a socket its last recv emptied, with no edge since, would
+     * only see EAGAIN: park it straight away and save the syscall. */
+    int r = -EAGAIN;
+    if (!(op->kind == RN__OP_RECV && op->f->rd_drained && !op->f->ep_rd_ready)) {
+        loop->stats.ops_submitted++;
+        r = try_op(op);
+        if (r != -EAGAIN) {
+            rn__op_complete(loop, op, r);
+            return;
+        }
     }
+    if (op_wants_read(op))
+        op->f->ep_rd_ready = false;
     if (op->deadline && rn__now_ns() >= op->deadline) {
         rn__op_complete(loop, op, -ETIMEDOUT);
         return;
@@ -276,8 +287,11 @@ static void retry_list(struct rn__loop *loop, struct rn__op **head)
     while ((op = *head) != NULL) {
         loop->stats.ops_submitted++;
         int r = try_op(op);
-        if (r == -EAGAIN)
+        if (r == -EAGAIN) {
+            if (op_wants_read(op))
+                op->f->ep_rd_ready = false;
             return;
+        }
         *head = op->next;
         finish(loop, op, r);
     }
@@ -337,8 +351,10 @@ static int ep_run_once(struct rn__loop *loop, bool wait)
         struct rn__fd *f = e->evs[i].data.ptr;
         uint32_t ev = e->evs[i].events;
         /* Errors and hang-ups wake both directions: the syscall reports them. */
-        if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+        if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
+            f->ep_rd_ready = true;
             retry_list(loop, &f->ep_rd);
+        }
         if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             retry_list(loop, &f->ep_wr);
     }

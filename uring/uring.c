@@ -23,6 +23,7 @@ RN_STATIC_ASSERT(_Alignof(struct rn__fd) >= 8, "fd pointers carry tags in their 
 
 struct uring {
     struct io_uring ring;
+    bool poll_first; /* IORING_RECVSEND_POLL_FIRST is known (5.19) */
 };
 
 /* Setup flags, best first. SINGLE_ISSUER|DEFER_TASKRUN (6.1) runs completion
@@ -82,6 +83,9 @@ static int uring_init(struct rn__loop *loop, void **state, char *why, size_t why
             return -EOPNOTSUPP;
         }
     }
+    /* POLL_FIRST came in 5.19 with IORING_OP_SOCKET; an older kernel
+     * rejects the flag, so it is used only where that opcode exists. */
+    u->poll_first = io_uring_opcode_supported(probe, IORING_OP_SOCKET);
     io_uring_free_probe(probe);
     /* Saves an fdget per io_uring_enter (5.18); optional. */
     (void)io_uring_register_ring_fd(&u->ring);
@@ -210,6 +214,11 @@ static void uring_submit(struct rn__loop *loop, struct rn__op *op)
         break;
     case RN__OP_RECV:
         io_uring_prep_recv(sqe, op->f->fd, op->buf, op->len, 0);
+        /* The last recv emptied the socket: arm the poll at once instead of
+         * a recv attempt that would only find it empty (request/response
+         * traffic, where the peer answers after our write). */
+        if (op->f->rd_drained && u->poll_first)
+            sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
         break;
     case RN__OP_SEND:
         io_uring_prep_send(sqe, op->f->fd, op->buf, op->len, MSG_NOSIGNAL);
