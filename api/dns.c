@@ -26,6 +26,7 @@
 
 struct job {
     atomic_int refs;  /* the asking task and the pool */
+    atomic_bool done; /* release/acquire: the answer below is complete */
     int efd;          /* written once the answer is in */
     char host[HOST_MAX + 1];
     int gai_rc;
@@ -74,6 +75,9 @@ static void *resolver_main(void *arg)
         errno = 0;
         j->gai_rc = getaddrinfo(j->host, NULL, &hints, &j->res);
         j->sys_err = errno;
+        /* The eventfd wakes the task; this store is what makes the answer
+         * visible to it (and to ThreadSanitizer, which cannot see eventfd). */
+        atomic_store_explicit(&j->done, true, memory_order_release);
         uint64_t one = 1;
         while (write(j->efd, &one, sizeof one) < 0 && errno == EINTR) {
         }
@@ -147,6 +151,7 @@ static int lookup(struct rn__loop *loop, const char *host, int64_t deadline, str
     }
     strcpy(j->host, host);
     atomic_init(&j->refs, 2);
+    atomic_init(&j->done, false);
 
     struct rn__fd f = {.fd = j->efd, .accepted = true};
     int rc = loop->bk->fd_open(loop, &f);
@@ -163,6 +168,8 @@ static int lookup(struct rn__loop *loop, const char *host, int64_t deadline, str
     /* The descriptor outlives this call if the thread still holds the job:
      * take it out of the backend now, the last owner closes it. */
     loop->bk->fd_close(loop, &f);
+    if (rc >= 0 && !atomic_load_explicit(&j->done, memory_order_acquire))
+        rc = -EIO; /* woken with no answer: cannot happen with one writer */
     if (rc < 0) {
         job_unref(j);
         if (rc == -ETIMEDOUT)

@@ -52,6 +52,7 @@ struct rn__fd {
     /* epoll backend: registered once (edge-triggered) and the parked ops. */
     bool ep_registered;
     bool ep_rd_ready;          /* a readable edge came with nothing parked and no EAGAIN since */
+    bool ep_hup;               /* the peer's end (RDHUP/HUP/ERR) was seen: no edge will follow it */
     struct rn__op *ep_rd, *ep_wr; /* FIFO heads of ops waiting for readability / writability */
 
     /* io_uring backend: the multishot accept of a listener. */

@@ -154,8 +154,10 @@ static int try_op(struct rn__op *op)
         case RN__OP_RECV:
             r = recv(fd, op->buf, op->len, 0);
             /* A short read emptied the socket, like EAGAIN would say: only
-             * an edge from now on means there is more. */
-            if (r > 0 && (size_t)r < op->len)
+             * an edge from now on means there is more. Not once the peer's
+             * end was seen: the end of stream is still to be read, and its
+             * edge came already. */
+            if (r > 0 && (size_t)r < op->len && !op->f->ep_hup)
                 op->f->ep_rd_ready = false;
             break;
         case RN__OP_SEND:
@@ -351,6 +353,8 @@ static int ep_run_once(struct rn__loop *loop, bool wait)
         struct rn__fd *f = e->evs[i].data.ptr;
         uint32_t ev = e->evs[i].events;
         /* Errors and hang-ups wake both directions: the syscall reports them. */
+        if (ev & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+            f->ep_hup = true;
         if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
             f->ep_rd_ready = true;
             retry_list(loop, &f->ep_rd);

@@ -285,6 +285,48 @@ TEST_P(DeadlineTest, DeadlineRemovedWhileAReadIsBlockedStillBoundsThatRead) {
     });
 }
 
+TEST_P(DeadlineTest, WriteAllNAfterATimeoutReportsThePrefixSentSoTheWriterCanResume) {
+    OnLoopRun([&] {
+        Pair p;
+        ASSERT_TRUE(MakePair(&p));
+        const size_t total = kMoreThanBuffers;
+        const std::string data = Pattern(total, 17);
+        rn_conn_set_write_deadline(p.cli, 100);
+        size_t written = 12345;
+        EXPECT_EQ(-ETIMEDOUT, rn_conn_write_all_n(p.cli, data.data(), total, &written));
+        ASSERT_GT(written, 0u);
+        ASSERT_LT(written, total);
+        /* The reader gets the stream exactly once: the prefix, then the rest
+         * the writer resumes from `written`. */
+        size_t got = 0;
+        int64_t mismatch = -1;
+        bool rdone = false;
+        RNT_SPAWN([&] {
+            std::vector<char> buf(1 << 16);
+            for (;;) {
+                ssize_t n = rn_conn_read(p.acc, buf.data(), buf.size());
+                if (n <= 0)
+                    break;
+                int64_t at = FirstPatternMismatch(buf.data(), (size_t)n, got, 17);
+                if (at >= 0 && mismatch < 0)
+                    mismatch = (int64_t)got + at;
+                got += (size_t)n;
+            }
+            rdone = true;
+        });
+        rn_conn_set_write_deadline(p.cli, 0);
+        size_t rest = 0;
+        EXPECT_EQ(0, rn_conn_write_all_n(p.cli, data.data() + written, total - written, &rest))
+            << rn_last_error();
+        EXPECT_EQ(total - written, rest);
+        EXPECT_EQ(0, rn_conn_shutdown_write(p.cli));
+        EXPECT_TRUE(WaitUntil([&] { return rdone; }, 10000));
+        EXPECT_EQ(total, got) << "bytes lost or repeated around the timeout";
+        EXPECT_EQ(-1, mismatch) << "first wrong byte at offset " << mismatch;
+        ClosePair(&p);
+    });
+}
+
 /* A loopback listener that never answers a new SYN: listen(fd, 0) and one
  * connection parked in its accept queue, which is then full; Linux drops
  * further SYNs (tcp_abort_on_overflow=0), so a connect retransmits for

@@ -23,7 +23,7 @@ std::string Lower(std::string s) {
 }
 
 TEST(ErrorsTest, StrerrorGivesADistinctNonEmptyMessageForEveryRnCode) {
-    const int codes[] = {RN_EDNS, RN_ETLS, RN_ETLS_VERIFY, RN_EEOF, RN_ECLOSED, RN_EBACKEND};
+    const int codes[] = {RN_EDNS, RN_ETLS, RN_ETLS_VERIFY, RN_EEOF, RN_ECLOSED, RN_EBACKEND, RN_ETLS_TRUNCATED};
     std::set<std::string> seen;
     for (int code : codes) {
         const char *msg = rn_strerror(code);

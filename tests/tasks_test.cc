@@ -346,4 +346,17 @@ TEST_P(TasksTest, LargerTaskStackSizeAllowsDeeperRecursion) {
     });
 }
 
+TEST(TaskStackSizeTest, SizeOutside16KiBTo1GiBIsEinval) {
+    std::thread([] {
+        EXPECT_EQ(-EINVAL, rn_set_task_stack_size(0));
+        EXPECT_EQ(-EINVAL, rn_set_task_stack_size(4096));
+        EXPECT_EQ(-EINVAL, rn_set_task_stack_size((16u << 10) - 1));
+        EXPECT_NE('\0', rn_last_error()[0]);
+        EXPECT_EQ(-EINVAL, rn_set_task_stack_size(((size_t)1 << 30) + 1));
+        EXPECT_EQ(0, rn_set_task_stack_size(16u << 10));
+        EXPECT_EQ(0, rn_set_task_stack_size((size_t)1 << 30));
+        EXPECT_EQ(0, rn_set_task_stack_size(100000)); /* rounded up to pages */
+    }).join();
+}
+
 } // namespace
