@@ -52,13 +52,27 @@ static int uring_init(struct rn__loop *loop, void **state, char *why, size_t why
         snprintf(why, whylen, "out of memory");
         return -ENOMEM;
     }
+    /* RN_URING_ENTRIES shrinks (or grows) the ring: the tests use a tiny
+     * one to drive the SQ-full and CQ-overflow paths. */
+    unsigned sq = SQ_ENTRIES, cq = CQ_ENTRIES;
+    const char *env = getenv("RN_URING_ENTRIES");
+    if (env && *env) {
+        long v = strtol(env, NULL, 10);
+        if (v < 2 || v > 32768) {
+            snprintf(why, whylen, "RN_URING_ENTRIES=%s is outside 2..32768", env);
+            free(u);
+            return -ERANGE; /* a configuration error, not a reason to fall back */
+        }
+        sq = (unsigned)v;
+        cq = sq * 8;
+    }
     int rc = -EINVAL;
     for (size_t i = 0; i < sizeof setup_chain / sizeof setup_chain[0]; i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof p);
         p.flags = setup_chain[i] | IORING_SETUP_CQSIZE;
-        p.cq_entries = CQ_ENTRIES;
-        rc = io_uring_queue_init_params(SQ_ENTRIES, &u->ring, &p);
+        p.cq_entries = cq;
+        rc = io_uring_queue_init_params(sq, &u->ring, &p);
         if (rc != -EINVAL)
             break; /* EINVAL: this kernel lacks a flag; try the next set */
     }

@@ -1,0 +1,120 @@
+/* emfile_test.cc - out of descriptors on accept: the server neither spins
+ * (its CPU time while starved stays low) nor drops its listener, and serves
+ * the waiting client once descriptors free up. */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+using namespace rnt;
+
+namespace {
+
+class EmfileTest : public BackendTest {};
+RNT_INSTANTIATE_BACKENDS(EmfileTest);
+
+/* CPU time (user + system) of the calling thread, in ms. */
+int64_t ThreadCpuMs() {
+    struct rusage ru;
+    getrusage(RUSAGE_THREAD, &ru);
+    return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+}
+
+/* A plain blocking client socket connected to 127.0.0.1:port (the kernel
+ * completes the handshake into the listener's backlog). */
+int RawConnect(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+TEST_P(EmfileTest, AcceptOutOfDescriptorsNeitherSpinsNorDropsTheListenerAndServesOnceOneFrees) {
+    OnLoopRun([&] {
+        rn_server *s = nullptr;
+        ASSERT_EQ(0, rn_tcp_listen(&s, "127.0.0.1", 0)) << rn_last_error();
+        int port = PortOf(rn_server_addr(s));
+        int client = RawConnect(port);
+        ASSERT_GE(client, 0) << strerror(errno);
+
+        /* Use up every descriptor under a lowered soft limit. */
+        struct rlimit old;
+        ASSERT_EQ(0, getrlimit(RLIMIT_NOFILE, &old));
+        struct rlimit low = old;
+        low.rlim_cur = (rlim_t)CountOpenFds() + 16;
+        ASSERT_EQ(0, setrlimit(RLIMIT_NOFILE, &low));
+        std::vector<int> hog;
+        for (;;) {
+            int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                break;
+            hog.push_back(fd);
+        }
+        ASSERT_EQ(EMFILE, errno);
+
+        rn_stats before;
+        ASSERT_EQ(0, rn_loop_stats(&before));
+        rn_conn *c = nullptr;
+        int rc = 1;
+        bool done = false;
+        RNT_SPAWN([&] {
+            rc = rn_server_accept(s, &c);
+            done = true;
+        });
+        /* 400 ms starved: the accept must wait, not spin. */
+        int64_t cpu0 = ThreadCpuMs();
+        rn_sleep(400);
+        int64_t cpu = ThreadCpuMs() - cpu0;
+        EXPECT_FALSE(done) << "accept returned while out of descriptors: " << rc << " " << rn_last_error();
+        EXPECT_LT(cpu, 60) << "the loop burned " << cpu << " ms of CPU in 400 ms while starved";
+        rn_stats mid;
+        ASSERT_EQ(0, rn_loop_stats(&mid));
+        EXPECT_GT(mid.accept_backoffs, before.accept_backoffs);
+
+        /* Free the descriptors: the waiting client is served. */
+        for (int fd : hog)
+            close(fd);
+        ASSERT_EQ(0, setrlimit(RLIMIT_NOFILE, &old));
+        ASSERT_TRUE(WaitUntil([&] { return done; }, 3000)) << "accept never came back";
+        ASSERT_EQ(0, rc) << rn_last_error();
+        ASSERT_NE(nullptr, c);
+        /* The accepted connection works both ways. */
+        ASSERT_EQ(4, write(client, "ping", 4));
+        char buf[8] = {0};
+        ASSERT_EQ(0, rn_conn_read_exact(c, buf, 4)) << rn_last_error();
+        EXPECT_EQ(0, memcmp(buf, "ping", 4));
+        EXPECT_EQ(0, rn_conn_write_all(c, "pong", 4));
+        ASSERT_EQ(4, read(client, buf, 4));
+        EXPECT_EQ(0, memcmp(buf, "pong", 4));
+
+        /* The listener survived: a second client is accepted too. */
+        int client2 = RawConnect(port);
+        ASSERT_GE(client2, 0);
+        rn_conn *c2 = nullptr;
+        EXPECT_EQ(0, rn_server_accept(s, &c2)) << rn_last_error();
+        EXPECT_EQ(0, rn_conn_close(c2));
+        EXPECT_EQ(0, rn_conn_close(c));
+        close(client);
+        close(client2);
+        EXPECT_EQ(0, rn_server_close(s));
+    });
+}
+
+} // namespace
