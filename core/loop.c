@@ -39,6 +39,25 @@
 #define ASAN_FINISH(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
 #endif
 
+#if defined(__SANITIZE_THREAD__)
+#define RN_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RN_TSAN 1
+#endif
+#endif
+#ifdef RN_TSAN
+/* ThreadSanitizer must be told about each stack we switch to, or it takes
+ * a task switch for a wild jump inside one thread. */
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#define TSAN_SWITCH(fiber) __tsan_switch_to_fiber(fiber, 0)
+#else
+#define TSAN_SWITCH(fiber) ((void)(fiber))
+#endif
+
 #define RN_DEFAULT_STACK (256u * 1024u)
 #define RN_MIN_STACK (16u * 1024u)
 #define RN_STACK_CACHE_MAX 64
@@ -77,6 +96,9 @@ int64_t rn__deadline_after_ms(int64_t ms)
 
 static void task_free_stack(struct rn__task *t)
 {
+#ifdef RN_TSAN
+    __tsan_destroy_fiber(t->tsan_fiber);
+#endif
     VALGRIND_STACK_DEREGISTER(t->valgrind_id);
     munmap(t->stack, t->stack_size + (size_t)sysconf(_SC_PAGESIZE));
 }
@@ -109,10 +131,12 @@ static struct rn__task *task_alloc(struct rn__loop *loop)
         void *stack = t->stack;
         size_t size = t->stack_size;
         unsigned vid = t->valgrind_id;
+        void *fiber = t->tsan_fiber;
         memset(t, 0, sizeof *t);
         t->stack = stack;
         t->stack_size = size;
         t->valgrind_id = vid;
+        t->tsan_fiber = fiber;
         return t;
     }
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -130,6 +154,9 @@ static struct rn__task *task_alloc(struct rn__loop *loop)
     t->stack = base;
     t->stack_size = size;
     t->valgrind_id = VALGRIND_STACK_REGISTER(lo, lo + size);
+#ifdef RN_TSAN
+    t->tsan_fiber = __tsan_create_fiber(0);
+#endif
     return t;
 }
 
@@ -158,6 +185,7 @@ static void switch_to_task(struct rn__loop *loop, struct rn__task *t)
     loop->current = t;
     loop->stats.task_switches++;
     ASAN_START(&loop->root.asan_fake, (char *)t->stack + sysconf(_SC_PAGESIZE), t->stack_size);
+    TSAN_SWITCH(t->tsan_fiber);
     rn__ctx_switch(&loop->root.sp, t->sp);
     ASAN_FINISH(loop->root.asan_fake, NULL, NULL);
     loop->current = &loop->root;
@@ -169,6 +197,7 @@ static void switch_to_scheduler(struct rn__loop *loop, struct rn__task *t)
 {
     /* A dying task passes NULL so ASan frees its fake stack. */
     ASAN_START(t->dead ? NULL : &t->asan_fake, loop->asan_main_bottom, loop->asan_main_size);
+    TSAN_SWITCH(loop->root.tsan_fiber);
     rn__ctx_switch(&t->sp, loop->root.sp);
     ASAN_FINISH(t->asan_fake, &loop->asan_main_bottom, &loop->asan_main_size);
 }
@@ -464,6 +493,9 @@ struct rn__loop *rn__loop_get(void)
         return NULL;
     }
     loop->current = &loop->root;
+#ifdef RN_TSAN
+    loop->root.tsan_fiber = __tsan_get_current_fiber();
+#endif
     loop->stack_size = tl_stack_size ? tl_stack_size : RN_DEFAULT_STACK;
     int rc = loop_pick_backend(loop);
     if (rc < 0) {

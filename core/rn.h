@@ -135,6 +135,7 @@ struct rn__task {
     struct rn__task *all_prev, *all_next; /* every live task, for teardown */
     unsigned valgrind_id;
     void *asan_fake;           /* ASan fake stack while switched out */
+    void *tsan_fiber;          /* ThreadSanitizer's record of this stack */
 };
 
 struct rn__loop {
