@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh - what CI runs: install what is missing, then build and run every
-# test twice: the debug preset, then the asan preset (ASan + UBSan). Warnings
-# are errors in both. Stops at the first failure.
+# test three times: the debug preset, the asan preset (ASan + UBSan), the
+# tsan preset (ThreadSanitizer). Warnings are errors in all. Stops at the
+# first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,6 +66,11 @@ stage "asan: build and test (ASan + UBSan, -Werror)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 build_and_test asan sanitizer_run
+
+stage "tsan: build and test (ThreadSanitizer, clang-14; task switches annotated as fibers)"
+unset ASAN_OPTIONS UBSAN_OPTIONS
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+build_and_test tsan sanitizer_run
 
 stage_ok
 echo
