@@ -7,11 +7,11 @@ packages=(
     # build
     build-essential cmake pkg-config g++
     # libraries ringnet and its tests use
-    liburing-dev libwolfssl-dev libgtest-dev libc-ares-dev libseccomp-dev
+    liburing-dev libwolfssl-dev libgtest-dev libseccomp-dev
     # sanitizers (TSan preset), fuzzing, leak checks
     clang-14 libclang-rt-14-dev valgrind
     # real peers and tools the tests and demo start
-    openssl curl socat iproute2 procps ca-certificates
+    openssl curl socat iproute2 procps ca-certificates postgresql util-linux coreutils
 )
 
 missing=()

@@ -238,21 +238,56 @@ int rn_server_close(rn_server *s);
 
 /* ---- TLS configuration -------------------------------------------------- */
 
+/* A shared TLS configuration (docs/tls.md). Built by one thread, then
+ * shared by any number of connections and threads; frozen by its first use
+ * (a setter after that is -EBUSY); reference-counted: rn_tls_config_free
+ * drops the caller's reference, connections and TLS listeners hold their
+ * own. Secure defaults always: TLS 1.2 minimum, AEAD suites with forward
+ * secrecy only, X25519 first, clients always verify chain and name. */
 typedef struct rn_tls_config rn_tls_config;
 
+/* Client config trusting the system store (or SSL_CERT_FILE /
+ * SSL_CERT_DIR), loaded once, at first use. NULL only if wolfSSL cannot
+ * start. */
 rn_tls_config *rn_tls_client_config(void);
+/* Server config from a PEM chain (leaf first) and PEM key; NULL with the
+ * reason (which file, what is wrong) in rn_last_error. */
 rn_tls_config *rn_tls_server_config(const char *cert_pem, const char *key_pem);
+/* Trust exactly the CAs in pem_file (replaces the system store). 0,
+ * -ENOENT/-EACCES, RN_ETLS (no certificate in it: the config then trusts
+ * nothing), -EINVAL, -EBUSY. */
 int  rn_tls_config_set_ca_file(rn_tls_config *cfg, const char *pem_file);
+/* The certificate a client presents (mTLS), or a server's. 0, -ENOENT,
+ * -EACCES, RN_ETLS, -EINVAL, -EBUSY. */
 int  rn_tls_config_set_cert(rn_tls_config *cfg, const char *cert_pem, const char *key_pem);
+/* mTLS: clients must present a certificate signed by a CA in ca_pem_file.
+ * As set_ca_file; -EINVAL on a client config. */
 int  rn_tls_config_require_client_cert(rn_tls_config *server_cfg, const char *ca_pem_file);
+/* ALPN protocols in order of preference, "h2,http/1.1"; NULL or "" for
+ * none. 0, -EINVAL (an empty or > 255-byte name), -EBUSY. */
 int  rn_tls_config_set_alpn(rn_tls_config *cfg, const char *protocols);
 void rn_tls_config_free(rn_tls_config *cfg);
 
+/* rn_tls_connect with cfg (a client config; NULL = the default). */
 int  rn_tls_connect_with(rn_conn **out, const char *host, int port, const rn_tls_config *cfg);
+/* rn_conn_upgrade_to_tls with cfg. Also refused (RN_ETLS) when bytes
+ * arrived after the server's go-ahead: they can only be injected. After a
+ * failure the connection stays TLS and failed, never plaintext. */
 int  rn_conn_upgrade_to_tls_with(rn_conn *c, const char *host, const rn_tls_config *cfg);
+/* Listen as rn_tcp_listen; accepted connections are TLS, their handshake
+ * deferred to the first read/write or rn_conn_handshake (never inside
+ * accept). Holds a reference on server_cfg until rn_server_close. */
 int  rn_tls_listen(rn_server **out, const char *host, int port, const rn_tls_config *server_cfg);
+/* STARTTLS, server side: a server handshake now, under c's deadlines.
+ * RN_ETLS if unread plaintext is held (CVE-2011-0411), RN_ETLS_VERIFY
+ * (mTLS refusal), -ETIMEDOUT, -EINVAL. */
 int  rn_conn_accept_tls(rn_conn *c, const rn_tls_config *server_cfg);
+/* The ALPN protocol negotiated, or NULL (none, plain, handshake pending). */
 const char *rn_conn_alpn(const rn_conn *c);
+/* Finish the TLS handshake now under c's deadlines (the earlier of read
+ * and write); 0 at once on a plain connection or a finished handshake. A
+ * timed-out handshake resumes at the next call. RN_ETLS, RN_ETLS_VERIFY,
+ * -ETIMEDOUT, RN_ECLOSED. */
 int  rn_conn_handshake(rn_conn *c);
 
 /* ---- DNS --------------------------------------------------------------- */

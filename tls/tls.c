@@ -1,101 +1,203 @@
-/* tls.c - placeholder until the wolfSSL engine lands (issue 3): every TLS
- * call fails with RN_ETLS and says so; nothing pretends to be encrypted. */
-#include "api.h"
+/* tls.c - the public TLS calls: connect, STARTTLS on both sides, listen,
+ * the deferred server handshake, ALPN. Sessions and configs live in
+ * session.c and config.c. */
+#include "tls.h"
 
-#include <stdlib.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
 
-#define NOT_YET(what) rn__err(RN_ETLS, "%s: TLS is not built into this version of ringnet yet", what)
+/* The handshake of an existing connection counts as a read and a write:
+ * it must meet the earlier of the two deadlines. */
+static int64_t conn_hs_deadline(const rn_conn *c)
+{
+    int64_t r = rn__deadline_after_ms(c->rd_ms), w = rn__deadline_after_ms(c->wr_ms);
+    if (!r)
+        return w;
+    if (!w)
+        return r;
+    return r < w ? r : w;
+}
 
-ssize_t rn__tls_read(rn_conn *c, void *buf, size_t max, int64_t deadline)
+/* The config a client call uses, with a reference the caller drops. */
+static int client_config(const rn_tls_config *given, rn_tls_config **out, const char *what)
 {
-    (void)c, (void)buf, (void)max, (void)deadline;
-    return NOT_YET("read");
+    rn_tls_config *cfg = (rn_tls_config *)given;
+    if (cfg) {
+        if (cfg->server)
+            return rn__err(-EINVAL,
+                           "%s: a server config cannot verify servers (use rn_tls_client_config)",
+                           what);
+        rn__tls_config_ref(cfg);
+    } else {
+        cfg = rn__tls_default_client();
+        if (!cfg)
+            return RN_ETLS;
+    }
+    int rc = rn__tls_config_use(cfg, what);
+    if (rc < 0) {
+        rn__tls_config_unref(cfg);
+        return rc;
+    }
+    *out = cfg;
+    return 0;
 }
-ssize_t rn__tls_write(rn_conn *c, const void *buf, size_t len, int64_t deadline)
+
+RN_EXPORT int rn_tls_connect_with(rn_conn **out, const char *host, int port,
+                                  const rn_tls_config *given)
 {
-    (void)c, (void)buf, (void)len, (void)deadline;
-    return NOT_YET("write");
+    int64_t deadline = rn__connect_deadline(); /* one bound: resolve, connect, handshake */
+    if (!out)
+        return rn__err(-EINVAL, "tls_connect: out is NULL");
+    *out = NULL;
+    rn_tls_config *cfg;
+    int rc = client_config(given, &cfg, "tls_connect");
+    if (rc < 0)
+        return rc;
+    rn_conn *c = NULL;
+    rc = rn__connect(&c, host, port, deadline, "tls_connect");
+    if (rc == 0)
+        rc = rn__tls_session_attach(c, cfg, host, false);
+    if (rc == 0) {
+        rc = rn__tls_handshake(c, deadline, "tls_connect");
+        if (rc == -ETIMEDOUT)
+            rc = rn__err(rc,
+                         "tls_connect to %s port %d: the TLS handshake did not finish within the "
+                         "connect timeout",
+                         host, port);
+    }
+    rn__tls_config_unref(cfg); /* the session holds its own */
+    if (rc < 0) {
+        if (c)
+            rn__conn_destroy(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
 }
-void rn__tls_close(rn_conn *c)
-{
-    (void)c;
-}
-int rn__tls_attach_server(rn_conn *c, const struct rn_tls_config *cfg)
-{
-    (void)c, (void)cfg;
-    return NOT_YET("accept");
-}
-RN_EXPORT rn_tls_config *rn_tls_client_config(void)
-{
-    NOT_YET("tls_client_config");
-    return NULL;
-}
-RN_EXPORT rn_tls_config *rn_tls_server_config(const char *cert_pem, const char *key_pem)
-{
-    (void)cert_pem, (void)key_pem;
-    NOT_YET("tls_server_config");
-    return NULL;
-}
-RN_EXPORT int rn_tls_config_set_ca_file(rn_tls_config *cfg, const char *f)
-{
-    (void)cfg, (void)f;
-    return NOT_YET("tls_config_set_ca_file");
-}
-RN_EXPORT int rn_tls_config_set_cert(rn_tls_config *cfg, const char *c, const char *k)
-{
-    (void)cfg, (void)c, (void)k;
-    return NOT_YET("tls_config_set_cert");
-}
-RN_EXPORT int rn_tls_config_require_client_cert(rn_tls_config *cfg, const char *f)
-{
-    (void)cfg, (void)f;
-    return NOT_YET("tls_config_require_client_cert");
-}
-RN_EXPORT int rn_tls_config_set_alpn(rn_tls_config *cfg, const char *p)
-{
-    (void)cfg, (void)p;
-    return NOT_YET("tls_config_set_alpn");
-}
-RN_EXPORT void rn_tls_config_free(rn_tls_config *cfg)
-{
-    (void)cfg;
-}
+
 RN_EXPORT int rn_tls_connect(rn_conn **out, const char *host, int port)
 {
-    (void)out, (void)host, (void)port;
-    return NOT_YET("tls_connect");
+    return rn_tls_connect_with(out, host, port, NULL);
 }
-RN_EXPORT int rn_tls_connect_with(rn_conn **out, const char *host, int port, const rn_tls_config *cfg)
+
+/* What STARTTLS on either side refuses: a connection that is TLS already,
+ * or one whose plaintext from before the upgrade point the library still
+ * holds (it would be taken as protected: CVE-2011-0411). */
+static int starttls_check(rn_conn *c, const char *what)
 {
-    (void)out, (void)host, (void)port, (void)cfg;
-    return NOT_YET("tls_connect_with");
+    if (c->tls)
+        return rn__err(RN_ETLS, "%s: the connection is TLS already", what);
+    if (c->kept_len > 0)
+        return rn__err(RN_ETLS,
+                       "%s refused: %zu bytes of plaintext received before the upgrade are still "
+                       "unread; they would "
+                       "be mistaken for protected data",
+                       what, c->kept_len);
+    return 0;
 }
+
+RN_EXPORT int rn_conn_upgrade_to_tls_with(rn_conn *c, const char *host, const rn_tls_config *given)
+{
+    const char *what = "upgrade_to_tls";
+    int rc = rn__conn_enter(c, what);
+    if (rc < 0)
+        return rc;
+    rn_tls_config *cfg = NULL;
+    if (!host || !*host) {
+        rc = rn__err(-EINVAL, "%s: host is NULL or empty", what);
+        goto out;
+    }
+    if ((rc = starttls_check(c, what)) < 0)
+        goto out;
+    /* A server says nothing between its go-ahead and our ClientHello, so
+     * bytes waiting now were sent past the upgrade point: injected
+     * plaintext (CVE-2021-23222 in libpq). */
+    int waiting = 0;
+    if (ioctl(c->f.fd, FIONREAD, &waiting) == 0 && waiting > 0) {
+        rc = rn__err(RN_ETLS,
+                     "%s refused: %d bytes arrived from %s after its go-ahead and before our "
+                     "ClientHello; plaintext "
+                     "there is never taken as protected",
+                     what, waiting, rn_conn_remote_addr(c));
+        goto out;
+    }
+    if ((rc = client_config(given, &cfg, what)) < 0)
+        goto out;
+    rc = rn__tls_session_attach(c, cfg, host, false);
+    rn__tls_config_unref(cfg);
+    /* On failure the connection stays TLS (and failed): it never falls
+     * back to plaintext. */
+    if (rc == 0)
+        rc = rn__tls_handshake(c, conn_hs_deadline(c), what);
+out:
+    rn__conn_leave(c);
+    return rc;
+}
+
 RN_EXPORT int rn_conn_upgrade_to_tls(rn_conn *c, const char *host)
 {
-    (void)c, (void)host;
-    return NOT_YET("upgrade_to_tls");
+    return rn_conn_upgrade_to_tls_with(c, host, NULL);
 }
-RN_EXPORT int rn_conn_upgrade_to_tls_with(rn_conn *c, const char *host, const rn_tls_config *cfg)
+
+static int server_config(const rn_tls_config *cfg, const char *what)
 {
-    (void)c, (void)host, (void)cfg;
-    return NOT_YET("upgrade_to_tls_with");
+    if (!cfg)
+        return rn__err(-EINVAL, "%s: server_cfg is NULL", what);
+    if (!cfg->server)
+        return rn__err(-EINVAL,
+                       "%s: a client config has no certificate to serve (use rn_tls_server_config)",
+                       what);
+    return rn__tls_config_use((rn_tls_config *)cfg, what);
 }
+
+int rn__tls_attach_server(rn_conn *c, const struct rn_tls_config *cfg)
+{
+    /* The handshake waits for the first read, write or rn_conn_handshake:
+     * a silent client must not hold up the accept loop. */
+    return rn__tls_session_attach(c, (rn_tls_config *)cfg, NULL, true);
+}
+
 RN_EXPORT int rn_tls_listen(rn_server **out, const char *host, int port, const rn_tls_config *cfg)
 {
-    (void)out, (void)host, (void)port, (void)cfg;
-    return NOT_YET("tls_listen");
+    if (out)
+        *out = NULL;
+    int rc = server_config(cfg, "tls_listen");
+    if (rc < 0)
+        return rc;
+    rn__tls_config_ref((rn_tls_config *)cfg); /* dropped by rn_server_close */
+    rc = rn__listen(out, host, port, cfg);
+    if (rc < 0)
+        rn__tls_config_unref((rn_tls_config *)cfg);
+    return rc;
 }
+
 RN_EXPORT int rn_conn_accept_tls(rn_conn *c, const rn_tls_config *cfg)
 {
-    (void)c, (void)cfg;
-    return NOT_YET("accept_tls");
+    const char *what = "accept_tls";
+    int rc = rn__conn_enter(c, what);
+    if (rc < 0)
+        return rc;
+    if ((rc = server_config(cfg, what)) == 0 && (rc = starttls_check(c, what)) == 0 &&
+        (rc = rn__tls_session_attach(c, (rn_tls_config *)cfg, NULL, true)) == 0)
+        rc = rn__tls_handshake(c, conn_hs_deadline(c), what);
+    rn__conn_leave(c);
+    return rc;
 }
-RN_EXPORT const char *rn_conn_alpn(const rn_conn *c)
-{
-    (void)c;
-    return NULL;
-}
+
 RN_EXPORT int rn_conn_handshake(rn_conn *c)
 {
-    return c && !c->tls ? 0 : NOT_YET("handshake");
+    int rc = rn__conn_enter(c, "handshake");
+    if (rc < 0)
+        return rc;
+    if (c->tls)
+        rc = rn__tls_handshake(c, conn_hs_deadline(c), "handshake");
+    rn__conn_leave(c);
+    return rc;
+}
+
+RN_EXPORT const char *rn_conn_alpn(const rn_conn *c)
+{
+    if (!c || !c->tls || !c->tls->hs_done || !c->tls->alpn[0])
+        return NULL;
+    return c->tls->alpn;
 }

@@ -12,10 +12,12 @@
 
 /* wolfSSL's headers must see the options its library was built with first,
  * or the structures they declare do not match the library's. */
+/* clang-format off */
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/error-ssl.h>
 #include <wolfssl/wolfcrypt/error-crypt.h>
+/* clang-format on */
 
 /* A shared configuration: one WOLFSSL_CTX and what was said about it.
  * Mutable through the rn_tls_config_set_* calls until the first connection
@@ -28,11 +30,11 @@ struct rn_tls_config {
     pthread_mutex_t freeze_mu; /* serialises the one-time work of freezing */
     bool server;
     WOLFSSL_CTX *ctx;
-    bool ca_set;               /* set_ca_file / require_client_cert gave the anchors */
-    int load_err;              /* freezing failed (no trust store): every use fails so */
+    bool ca_set;  /* set_ca_file / require_client_cert gave the anchors */
+    int load_err; /* freezing failed (no trust store): every use fails so */
     char load_msg[320];
-    char trust[200];           /* where the trust anchors came from, for messages */
-    char *alpn;                /* "h2,http/1.1", or NULL */
+    char trust[200]; /* where the trust anchors came from, for messages */
+    char *alpn;      /* "h2,http/1.1", or NULL */
 };
 
 /* Freeze cfg for use by a connection (loading the system trust store into a
@@ -45,6 +47,10 @@ void rn__tls_config_unref(rn_tls_config *cfg);
  * store as SSL_CERT_FILE / SSL_CERT_DIR say now (rebuilt when they change).
  * Returned with a reference the caller drops; NULL with rn_last_error set. */
 rn_tls_config *rn__tls_default_client(void);
+
+/* Mark this thread as one that ran wolfSSL, so that its per-thread caches
+ * are freed when it exits. */
+void rn__tls_thread_used(void);
 
 /* A growable byte buffer: bytes [off, off + len) of p are live. */
 struct rn__tls_buf {
@@ -65,27 +71,27 @@ struct rn__tls_waiter {
  * so wolfSSL is never entered twice at once. */
 struct rn__tls {
     rn_conn *c;
-    rn_tls_config *cfg;        /* a reference, dropped when the session is freed */
+    rn_tls_config *cfg; /* a reference, dropped when the session is freed */
     WOLFSSL *ssl;
     bool server;
-    bool hs_done;              /* the handshake finished */
-    int fatal;                 /* sticky failure (RN_ETLS, RN_ETLS_VERIFY): every later call returns it */
+    bool hs_done; /* the handshake finished */
+    int fatal;    /* sticky failure (RN_ETLS, RN_ETLS_VERIFY): every later call returns it */
     char fatal_msg[400];
-    bool in_eof;               /* the peer ended the TCP stream */
-    bool got_close_notify;     /* ... after its close_notify: a clean end */
+    bool in_eof;           /* the peer ended the TCP stream */
+    bool got_close_notify; /* ... after its close_notify: a clean end */
     bool sent_close_notify;
-    bool rd_busy, wr_busy;     /* a task owns the inbound / outbound side */
-    bool flusher;              /* a background flush task is scheduled */
+    bool rd_busy, wr_busy; /* a task owns the inbound / outbound side */
+    bool flusher;          /* a background flush task is scheduled */
     struct rn__tls_waiter *waiters;
-    struct rn__tls_buf in;     /* received ciphertext not yet given to wolfSSL (fixed size) */
-    struct rn__tls_buf q;      /* ciphertext wolfSSL produced, not yet handed to the kernel */
-    struct rn__tls_buf tx;     /* ciphertext a send is working through; never moves while it does */
+    struct rn__tls_buf in; /* received ciphertext not yet given to wolfSSL (fixed size) */
+    struct rn__tls_buf q;  /* ciphertext wolfSSL produced, not yet handed to the kernel */
+    struct rn__tls_buf tx; /* ciphertext a send is working through; never moves while it does */
     /* The first refusal the verify callback saw, for the message. */
     int verify_err, verify_depth;
     char verify_subject[160], verify_issuer[160], verify_not_after[40];
-    char host[256];            /* client: the name asked for (SNI, name check) */
+    char host[256]; /* client: the name asked for (SNI, name check) */
     bool host_is_ip;
-    char alpn[64];             /* negotiated protocol, "" if none */
+    char alpn[64]; /* negotiated protocol, "" if none */
 };
 
 /* Make a session for c with cfg (frozen already) and attach it (c->tls).
@@ -94,6 +100,11 @@ int rn__tls_session_attach(rn_conn *c, rn_tls_config *cfg, const char *host, boo
 /* Run the handshake to its end under deadline (0 on success, sticky on
  * failure, resumable after -ETIMEDOUT). */
 int rn__tls_handshake(rn_conn *c, int64_t deadline, const char *what);
+
+/* wolfSSL's I/O callbacks (session.c), installed on every context: recv
+ * takes from the session's inbound buffer, send appends to its queue. */
+int rn__tls_cb_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx);
+int rn__tls_cb_send(WOLFSSL *ssl, char *buf, int sz, void *ctx);
 
 /* config.c: the sentence for a refused certificate, from what the verify
  * callback recorded and wolfSSL's error. */

@@ -1,0 +1,611 @@
+/* config.c - rn_tls_config: the shared, reference-counted wolfSSL context
+ * with ringnet's secure defaults, the trust store (loaded once per config),
+ * certificates, mTLS, ALPN, and the words for a refused certificate. */
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <wolfssl/openssl/x509v3.h>
+#include <wolfssl/wolfcrypt/asn.h>
+#include <wolfssl/wolfcrypt/ecc.h>
+
+#define SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
+#define SYSTEM_CA_DIR  "/etc/ssl/certs"
+
+/* AEAD suites with forward secrecy only: no RC4, NULL, anonymous, export or
+ * CBC suites, although Debian's wolfSSL compiles all of them in. TLS 1.3's
+ * three first. Without AES-NI, AES-GCM is 2.4x slower than ChaCha20-Poly1305
+ * in Debian's build (see docs/tls.md), so ChaCha20 leads there. */
+#define SUITES_AES_FIRST                                                                           \
+    "TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:TLS13-CHACHA20-POLY1305-SHA256:"              \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                   \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#define SUITES_CHACHA_FIRST                                                                        \
+    "TLS13-CHACHA20-POLY1305-SHA256:TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:"              \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"                                   \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                   \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static int init_rc;
+static pthread_key_t thread_key;
+
+/* Debian's wolfSSL keeps a per-thread cache of ECC fixed-point tables
+ * (FP_ECC) that only wc_ecc_fp_free, called on that thread, releases: every
+ * thread that ran a handshake would leak it when it exits. */
+static void thread_done(void *p)
+{
+    (void)p;
+#ifdef FP_ECC
+    wc_ecc_fp_free();
+#endif
+}
+
+/* The thread that calls exit() (usually main) runs no key destructor. */
+static void process_done(void)
+{
+    thread_done(NULL);
+}
+
+static void wolf_init(void)
+{
+    init_rc = wolfSSL_Init() == WOLFSSL_SUCCESS ? 0 : -ENOMEM;
+    if (init_rc == 0) {
+        (void)pthread_key_create(&thread_key, thread_done);
+        (void)atexit(process_done);
+    }
+}
+
+void rn__tls_thread_used(void)
+{
+    static __thread bool marked;
+    if (!marked) {
+        marked = true;
+        (void)pthread_setspecific(thread_key, &marked);
+    }
+}
+
+/* AES-GCM goes first only where it is fast: a wolfSSL built with AES-NI
+ * (which also checks the CPU at run time) on a CPU that has it. */
+static const char *suite_list(void)
+{
+#if defined(WOLFSSL_AESNI)
+    if (__builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul"))
+        return SUITES_AES_FIRST;
+#endif
+    return SUITES_CHACHA_FIRST;
+}
+
+static bool config_frozen(rn_tls_config *cfg, const char *what, int *rc)
+{
+    if (!cfg) {
+        *rc = rn__err(-EINVAL, "%s: the config is NULL", what);
+        return true;
+    }
+    if (atomic_load(&cfg->frozen)) {
+        *rc = rn__err(-EBUSY, "%s: the config is in use by a connection and can no longer change",
+                      what);
+        return true;
+    }
+    return false;
+}
+
+static const char *wolf_errstr(int err, char *buf, size_t len)
+{
+    wolfSSL_ERR_error_string_n((unsigned long)err, buf, (unsigned long)len);
+    return buf;
+}
+
+static rn_tls_config *config_new(bool server, const char *what)
+{
+    pthread_once(&init_once, wolf_init);
+    if (init_rc < 0) {
+        rn__err(RN_ETLS, "%s: wolfSSL_Init failed", what);
+        return NULL;
+    }
+    rn__tls_thread_used(); /* loading keys runs ECC code on this thread */
+    rn_tls_config *cfg = calloc(1, sizeof *cfg);
+    if (!cfg) {
+        rn__err(-ENOMEM, "%s: out of memory", what);
+        return NULL;
+    }
+    atomic_init(&cfg->refs, 1);
+    atomic_init(&cfg->frozen, false);
+    pthread_mutex_init(&cfg->freeze_mu, NULL);
+    cfg->server = server;
+    cfg->ctx = wolfSSL_CTX_new(server ? wolfSSLv23_server_method() : wolfSSLv23_client_method());
+    if (!cfg->ctx) {
+        free(cfg);
+        rn__err(-ENOMEM, "%s: wolfSSL_CTX_new failed", what);
+        return NULL;
+    }
+    WOLFSSL_CTX *ctx = cfg->ctx;
+    int groups[] = {WOLFSSL_ECC_X25519, WOLFSSL_ECC_SECP256R1, WOLFSSL_ECC_SECP384R1};
+    const char *failed = NULL;
+    if (wolfSSL_CTX_SetMinVersion(ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS)
+        failed = "setting TLS 1.2 as the minimum version";
+    else if (wolfSSL_CTX_set_cipher_list(ctx, suite_list()) != WOLFSSL_SUCCESS)
+        failed = "setting the cipher suites";
+    else if (wolfSSL_CTX_set_groups(ctx, groups, (int)(sizeof groups / sizeof groups[0])) !=
+             WOLFSSL_SUCCESS)
+        failed = "setting the key exchange groups";
+    /* TLS 1.2's supported_groups extension: the same curves, X25519 first. */
+    for (size_t i = 0; !failed && i < sizeof groups / sizeof groups[0]; i++)
+        if (wolfSSL_CTX_UseSupportedCurve(ctx, (word16)groups[i]) != WOLFSSL_SUCCESS)
+            failed = "setting the supported curves";
+    if (failed) {
+        rn__err(RN_ETLS, "%s: wolfSSL refused %s", what, failed);
+        wolfSSL_CTX_free(ctx);
+        free(cfg);
+        return NULL;
+    }
+    wolfSSL_CTX_SetIORecv(ctx, rn__tls_cb_recv);
+    wolfSSL_CTX_SetIOSend(ctx, rn__tls_cb_send);
+    /* Debian builds wolfSSL with verification off by default: a client
+     * must ask for it, always. A server asks only with
+     * rn_tls_config_require_client_cert. */
+    if (server)
+        wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_NONE, NULL);
+    else
+        wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_PEER, rn__tls_verify_cb);
+    return cfg;
+}
+
+void rn__tls_config_ref(rn_tls_config *cfg)
+{
+    atomic_fetch_add(&cfg->refs, 1);
+}
+
+void rn__tls_config_unref(rn_tls_config *cfg)
+{
+    if (!cfg || atomic_fetch_sub(&cfg->refs, 1) != 1)
+        return;
+    wolfSSL_CTX_free(cfg->ctx);
+    pthread_mutex_destroy(&cfg->freeze_mu);
+    free(cfg->alpn);
+    free(cfg);
+}
+
+void rn__tls_config_release(const rn_tls_config *cfg)
+{
+    rn__tls_config_unref((rn_tls_config *)cfg);
+}
+
+RN_EXPORT void rn_tls_config_free(rn_tls_config *cfg)
+{
+    rn__tls_config_unref(cfg);
+}
+
+/* ---- trust anchors --------------------------------------------------------------- */
+
+static int count_anchors(WOLFSSL_CTX *ctx)
+{
+    WOLFSSL_CERT_MANAGER *cm = wolfSSL_CTX_GetCertManager(ctx);
+    WOLF_STACK_OF(WOLFSSL_X509) *sk = cm ? wolfSSL_CertManagerGetCerts(cm) : NULL;
+    if (!sk)
+        return 0;
+    int n = wolfSSL_sk_X509_num(sk);
+    wolfSSL_sk_X509_pop_free(sk, wolfSSL_X509_free);
+    return n;
+}
+
+/* The system trust store, or what SSL_CERT_FILE / SSL_CERT_DIR (a
+ * colon-separated list, as OpenSSL reads it) name instead. Certificates
+ * wolfSSL cannot parse are skipped rather than failing the whole store. */
+static int load_system_trust(rn_tls_config *cfg)
+{
+    const char *file = getenv("SSL_CERT_FILE");
+    const char *dirs = getenv("SSL_CERT_DIR");
+    if (file && !*file)
+        file = NULL;
+    if (dirs && !*dirs)
+        dirs = NULL;
+    bool system = !file && !dirs;
+    if (system) {
+        if (access(SYSTEM_CA_FILE, R_OK) == 0)
+            file = SYSTEM_CA_FILE;
+        else
+            dirs = SYSTEM_CA_DIR;
+        snprintf(cfg->trust, sizeof cfg->trust, "the system trust store %s", file ? file : dirs);
+    } else {
+        snprintf(cfg->trust, sizeof cfg->trust, "%s%s%s%s%s", file ? "SSL_CERT_FILE=" : "",
+                 file ? file : "", file && dirs ? ", " : "", dirs ? "SSL_CERT_DIR=" : "",
+                 dirs ? dirs : "");
+    }
+    const int flags = WOLFSSL_LOAD_FLAG_IGNORE_ERR | WOLFSSL_LOAD_FLAG_IGNORE_BAD_PATH_ERR |
+                      WOLFSSL_LOAD_FLAG_IGNORE_ZEROFILE;
+    if (file)
+        (void)wolfSSL_CTX_load_verify_locations_ex(cfg->ctx, file, NULL, flags);
+    if (dirs) {
+        char *copy = strdup(dirs), *save = NULL;
+        if (!copy)
+            return rn__err(-ENOMEM, "out of memory");
+        for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save))
+            (void)wolfSSL_CTX_load_verify_locations_ex(cfg->ctx, NULL, d, flags);
+        free(copy);
+    }
+    if (count_anchors(cfg->ctx) == 0) {
+        /* Fail closed, and say so: without anchors no server can be verified. */
+        return rn__err(RN_ETLS_VERIFY,
+                       "no trusted CA certificate could be loaded from %s, so no server "
+                       "certificate can be verified",
+                       cfg->trust);
+    }
+    return 0;
+}
+
+int rn__tls_config_use(rn_tls_config *cfg, const char *what)
+{
+    if (!atomic_load_explicit(&cfg->frozen, memory_order_acquire)) {
+        pthread_mutex_lock(&cfg->freeze_mu);
+        if (!atomic_load_explicit(&cfg->frozen, memory_order_relaxed)) {
+            if (!cfg->server && !cfg->ca_set) {
+                cfg->load_err = load_system_trust(cfg);
+                if (cfg->load_err < 0)
+                    snprintf(cfg->load_msg, sizeof cfg->load_msg, "%s", rn_last_error());
+            }
+            atomic_store_explicit(&cfg->frozen, true, memory_order_release);
+        }
+        pthread_mutex_unlock(&cfg->freeze_mu);
+    }
+    if (cfg->load_err < 0)
+        return rn__err(cfg->load_err, "%s: %s", what, cfg->load_msg);
+    return 0;
+}
+
+/* Replace cfg's anchors with the certificates of pem_file. On any failure
+ * the config trusts nothing (fail closed), never the system store. */
+static int load_ca_file(rn_tls_config *cfg, const char *pem_file, const char *what)
+{
+    wolfSSL_CTX_UnloadCAs(cfg->ctx);
+    cfg->ca_set = true;
+    snprintf(cfg->trust, sizeof cfg->trust, "the CA file %s", pem_file);
+    if (access(pem_file, R_OK) != 0) {
+        int e = -errno;
+        return rn__err(e, "%s: cannot read %s: %s", what, pem_file, rn_strerror(e));
+    }
+    int r = wolfSSL_CTX_load_verify_locations(cfg->ctx, pem_file, NULL);
+    if (r != WOLFSSL_SUCCESS || count_anchors(cfg->ctx) == 0) {
+        char eb[120];
+        return rn__err(
+            RN_ETLS, "%s: %s holds no usable PEM CA certificate (%s); the config now trusts no CA",
+            what, pem_file, r != WOLFSSL_SUCCESS ? wolf_errstr(r, eb, sizeof eb) : "empty");
+    }
+    return 0;
+}
+
+/* ---- public calls ------------------------------------------------------------------ */
+
+RN_EXPORT rn_tls_config *rn_tls_client_config(void)
+{
+    /* The trust store is loaded when the config is first used, so that
+     * rn_tls_config_set_ca_file can replace it without the cost. */
+    return config_new(false, "tls_client_config");
+}
+
+static int use_cert(rn_tls_config *cfg, const char *cert_pem, const char *key_pem, const char *what)
+{
+    if (!cert_pem || !key_pem)
+        return rn__err(-EINVAL, "%s: %s is NULL", what, !cert_pem ? "cert_pem" : "key_pem");
+    const char *files[2] = {cert_pem, key_pem};
+    for (int i = 0; i < 2; i++) {
+        if (access(files[i], R_OK) != 0) {
+            int e = -errno;
+            return rn__err(e, "%s: cannot read %s: %s", what, files[i], rn_strerror(e));
+        }
+    }
+    char eb[120];
+    int r = wolfSSL_CTX_use_certificate_chain_file(cfg->ctx, cert_pem);
+    if (r != WOLFSSL_SUCCESS)
+        return rn__err(RN_ETLS, "%s: %s is not a usable PEM certificate chain (%s)", what, cert_pem,
+                       r < 0 ? wolf_errstr(r, eb, sizeof eb) : "no certificate found");
+    r = wolfSSL_CTX_use_PrivateKey_file(cfg->ctx, key_pem, WOLFSSL_FILETYPE_PEM);
+    if (r != WOLFSSL_SUCCESS)
+        return rn__err(RN_ETLS, "%s: %s is not a usable PEM private key (%s)", what, key_pem,
+                       r < 0 ? wolf_errstr(r, eb, sizeof eb) : "no key found");
+    r = wolfSSL_CTX_check_private_key(cfg->ctx);
+    if (r != WOLFSSL_SUCCESS)
+        return rn__err(RN_ETLS, "%s: the key in %s does not belong to the certificate in %s", what,
+                       key_pem, cert_pem);
+    return 0;
+}
+
+RN_EXPORT rn_tls_config *rn_tls_server_config(const char *cert_pem, const char *key_pem)
+{
+    rn_tls_config *cfg = config_new(true, "tls_server_config");
+    if (cfg && use_cert(cfg, cert_pem, key_pem, "tls_server_config") < 0) {
+        rn__tls_config_unref(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+RN_EXPORT int rn_tls_config_set_ca_file(rn_tls_config *cfg, const char *pem_file)
+{
+    int rc;
+    if (config_frozen(cfg, "tls_config_set_ca_file", &rc))
+        return rc;
+    if (!pem_file || !*pem_file)
+        return rn__err(-EINVAL, "tls_config_set_ca_file: pem_file is NULL or empty");
+    return load_ca_file(cfg, pem_file, "tls_config_set_ca_file");
+}
+
+RN_EXPORT int rn_tls_config_set_cert(rn_tls_config *cfg, const char *cert_pem, const char *key_pem)
+{
+    int rc;
+    if (config_frozen(cfg, "tls_config_set_cert", &rc))
+        return rc;
+    return use_cert(cfg, cert_pem, key_pem, "tls_config_set_cert");
+}
+
+RN_EXPORT int rn_tls_config_require_client_cert(rn_tls_config *cfg, const char *ca_pem_file)
+{
+    int rc;
+    if (config_frozen(cfg, "tls_config_require_client_cert", &rc))
+        return rc;
+    if (!cfg->server)
+        return rn__err(-EINVAL, "tls_config_require_client_cert: not a server config");
+    if (!ca_pem_file || !*ca_pem_file)
+        return rn__err(-EINVAL, "tls_config_require_client_cert: ca_pem_file is NULL or empty");
+    /* Ask for the certificate and refuse a client without one even before
+     * the CA file loads, so a failed call cannot leave mTLS half on. */
+    wolfSSL_CTX_set_verify(cfg->ctx, WOLFSSL_VERIFY_PEER | WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                           rn__tls_verify_cb);
+    return load_ca_file(cfg, ca_pem_file, "tls_config_require_client_cert");
+}
+
+RN_EXPORT int rn_tls_config_set_alpn(rn_tls_config *cfg, const char *protocols)
+{
+    int rc;
+    if (config_frozen(cfg, "tls_config_set_alpn", &rc))
+        return rc;
+    char *copy = NULL;
+    if (protocols && *protocols) {
+        /* Each name 1..255 bytes (RFC 7301), separated by single commas. */
+        size_t run = 0;
+        for (const char *p = protocols;; p++) {
+            if (*p == ',' || *p == '\0') {
+                if (run == 0 || run > 255)
+                    return rn__err(
+                        -EINVAL,
+                        "tls_config_set_alpn: \"%s\" has an empty or over-long protocol name",
+                        protocols);
+                run = 0;
+                if (*p == '\0')
+                    break;
+            } else {
+                run++;
+            }
+        }
+        if (strlen(protocols) > 1024)
+            return rn__err(-EINVAL, "tls_config_set_alpn: the protocol list is over 1024 bytes");
+        copy = strdup(protocols);
+        if (!copy)
+            return rn__err(-ENOMEM, "tls_config_set_alpn: out of memory");
+    }
+    free(cfg->alpn);
+    cfg->alpn = copy;
+    return 0;
+}
+
+/* ---- the config behind rn_tls_connect ------------------------------------------------- */
+
+static pthread_mutex_t default_mu = PTHREAD_MUTEX_INITIALIZER;
+static rn_tls_config *default_cfg;
+static char *default_file, *default_dir; /* the environment it was built for */
+
+static bool same_env(const char *a, const char *b)
+{
+    if (!a || !*a)
+        return !b || !*b;
+    return b && strcmp(a, b) == 0;
+}
+
+rn_tls_config *rn__tls_default_client(void)
+{
+    const char *file = getenv("SSL_CERT_FILE"), *dir = getenv("SSL_CERT_DIR");
+    pthread_mutex_lock(&default_mu);
+    if (!default_cfg || !same_env(file, default_file) || !same_env(dir, default_dir)) {
+        rn_tls_config *cfg = config_new(false, "tls_connect");
+        if (!cfg) {
+            pthread_mutex_unlock(&default_mu);
+            return NULL;
+        }
+        rn__tls_config_unref(default_cfg); /* connections using it keep theirs */
+        free(default_file);
+        free(default_dir);
+        default_cfg = cfg;
+        default_file = file ? strdup(file) : NULL;
+        default_dir = dir ? strdup(dir) : NULL;
+    }
+    rn_tls_config *cfg = default_cfg;
+    rn__tls_config_ref(cfg);
+    pthread_mutex_unlock(&default_mu);
+    return cfg;
+}
+
+/* ---- verification ------------------------------------------------------------------------ */
+
+static void record_cert(struct rn__tls *t, WOLFSSL_X509 *x)
+{
+    if (!x)
+        return;
+    WOLFSSL_X509_NAME *n = wolfSSL_X509_get_subject_name(x);
+    if (n)
+        wolfSSL_X509_NAME_oneline(n, t->verify_subject, (int)sizeof t->verify_subject);
+    n = wolfSSL_X509_get_issuer_name(x);
+    if (n)
+        wolfSSL_X509_NAME_oneline(n, t->verify_issuer, (int)sizeof t->verify_issuer);
+    WOLFSSL_ASN1_TIME *na = wolfSSL_X509_get_notAfter(x);
+    if (na)
+        wolfSSL_ASN1_TIME_to_string(na, t->verify_not_after, (int)sizeof t->verify_not_after);
+}
+
+/* Called for every certificate of the chain (WOLFSSL_ALWAYS_VERIFY_CB and
+ * WOLFSSL_VERIFY_CB_ALL_CERTS in Debian's build), ok or not: keeps the
+ * first refusal for the message, and checks an IP literal against the
+ * leaf itself, because wolfSSL 5.5's own address check (set1_ip_asc) lets
+ * a certificate without the address through. */
+int rn__tls_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *store)
+{
+    WOLFSSL *ssl = wolfSSL_X509_STORE_CTX_get_ex_data(store, 0);
+    struct rn__tls *t = ssl ? wolfSSL_GetIOReadCtx(ssl) : NULL;
+    if (!t)
+        return ok;
+    int depth = wolfSSL_X509_STORE_CTX_get_error_depth(store);
+    WOLFSSL_X509 *x = wolfSSL_X509_STORE_CTX_get_current_cert(store);
+    if (ok && depth == 0 && !t->server && t->host_is_ip) {
+        if (!x || wolfSSL_X509_check_ip_asc(x, t->host, 0) != WOLFSSL_SUCCESS) {
+            if (t->verify_err == 0) {
+                t->verify_err = IPADDR_MISMATCH;
+                t->verify_depth = 0;
+                record_cert(t, x);
+            }
+            return 0;
+        }
+    }
+    if (ok || t->verify_err != 0)
+        return ok; /* keep the first reason: it is the root cause */
+    t->verify_err = wolfSSL_X509_STORE_CTX_get_error(store);
+    if (t->verify_err == 0)
+        t->verify_err = -1;
+    t->verify_depth = depth;
+    record_cert(t, x);
+    return ok;
+}
+
+enum verify_kind { V_OTHER, V_EXPIRED, V_NOT_YET, V_ISSUER, V_NAME, V_SIGNATURE, V_NO_CERT };
+
+static enum verify_kind classify(int e)
+{
+    switch (e) {
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+    case X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD:
+    case ASN_AFTER_DATE_E:
+        return V_EXPIRED;
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+    case X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD:
+    case ASN_BEFORE_DATE_E:
+        return V_NOT_YET;
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_CERT_UNTRUSTED:
+    case ASN_NO_SIGNER_E:
+    case ASN_SELF_SIGNED_E:
+        return V_ISSUER;
+    case 62: /* X509_V_ERR_HOSTNAME_MISMATCH (not in wolfSSL 5.5's table) */
+    case 64: /* X509_V_ERR_IP_ADDRESS_MISMATCH */
+    case DOMAIN_NAME_MISMATCH:
+    case IPADDR_MISMATCH:
+        return V_NAME;
+    case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+    case ASN_SIG_CONFIRM_E:
+        return V_SIGNATURE;
+    case NO_PEER_CERT:
+        return V_NO_CERT;
+    default:
+        return V_OTHER;
+    }
+}
+
+bool rn__tls_is_verify_error(struct rn__tls *t, int wolf_err)
+{
+    if (t->verify_err != 0)
+        return true;
+    if (classify(wolf_err) != V_OTHER)
+        return true;
+    return wolf_err == VERIFY_CERT_ERROR;
+}
+
+/* "DNS:localhost, IP:127.0.0.1" (the SANs), else "CN=..." of the peer. */
+static void peer_names(WOLFSSL *ssl, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    WOLFSSL_X509 *x = wolfSSL_get_peer_certificate(ssl);
+    if (!x)
+        return;
+    size_t used = 0;
+    WOLFSSL_GENERAL_NAMES *gns = wolfSSL_X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    int n = gns ? wolfSSL_sk_GENERAL_NAME_num(gns) : 0;
+    for (int i = 0; i < n && used + 1 < outlen; i++) {
+        WOLFSSL_GENERAL_NAME *gn = wolfSSL_sk_GENERAL_NAME_value(gns, i);
+        char one[80] = "";
+        if (gn && gn->type == GEN_DNS && gn->d.dNSName) {
+            snprintf(one, sizeof one, "DNS:%.*s", wolfSSL_ASN1_STRING_length(gn->d.dNSName),
+                     (const char *)wolfSSL_ASN1_STRING_data(gn->d.dNSName));
+        } else if (gn && gn->type == GEN_IPADD && gn->d.iPAddress) {
+            int len = wolfSSL_ASN1_STRING_length(gn->d.iPAddress);
+            const unsigned char *b = wolfSSL_ASN1_STRING_data(gn->d.iPAddress);
+            char ip[INET6_ADDRSTRLEN] = "?";
+            if (len == 4 || len == 16)
+                inet_ntop(len == 4 ? AF_INET : AF_INET6, b, ip, sizeof ip);
+            snprintf(one, sizeof one, "IP:%s", ip);
+        }
+        if (one[0])
+            used += (size_t)snprintf(out + used, outlen - used, "%s%s", used ? ", " : "", one);
+    }
+    if (gns)
+        wolfSSL_GENERAL_NAMES_free(gns);
+    if (used == 0) {
+        char cn[128] = "";
+        WOLFSSL_X509_NAME *sn = wolfSSL_X509_get_subject_name(x);
+        if (sn && wolfSSL_X509_NAME_get_text_by_NID(sn, NID_commonName, cn, (int)sizeof cn) > 0)
+            snprintf(out, outlen, "CN=%s (no subjectAltName)", cn);
+        else
+            snprintf(out, outlen, "none");
+    }
+    wolfSSL_X509_free(x);
+}
+
+void rn__tls_verify_message(struct rn__tls *t, int wolf_err, char *out, size_t outlen)
+{
+    int e = t->verify_err ? t->verify_err : wolf_err;
+    enum verify_kind k = classify(e);
+    if (k == V_OTHER)
+        k = classify(wolf_err);
+    const char *subj = t->verify_subject[0] ? t->verify_subject : "the peer's certificate";
+    const char *trust = t->cfg->trust[0] ? t->cfg->trust : "the configured CAs";
+    char names[200];
+    char eb[120];
+    switch (k) {
+    case V_EXPIRED:
+        snprintf(out, outlen, "certificate expired: %s (depth %d) was valid until %s", subj,
+                 t->verify_depth, t->verify_not_after[0] ? t->verify_not_after : "a past date");
+        break;
+    case V_NOT_YET:
+        snprintf(out, outlen, "certificate not yet valid: %s (depth %d)", subj, t->verify_depth);
+        break;
+    case V_ISSUER:
+        snprintf(out, outlen,
+                 "unknown issuer: %s, issued by %s, does not chain to a CA trusted by %s", subj,
+                 t->verify_issuer[0] ? t->verify_issuer : "an unknown CA", trust);
+        break;
+    case V_NAME:
+        peer_names(t->ssl, names, sizeof names);
+        snprintf(out, outlen, "name mismatch: expected %s %s, the certificate is for %s",
+                 t->host_is_ip ? "IP address" : "host name", t->host,
+                 names[0] ? names : "(unreadable)");
+        break;
+    case V_SIGNATURE:
+        snprintf(out, outlen, "bad signature on %s (depth %d)", subj, t->verify_depth);
+        break;
+    case V_NO_CERT:
+        snprintf(out, outlen, "the %s sent no certificate, and one is required",
+                 t->server ? "client" : "server");
+        break;
+    default:
+        snprintf(out, outlen, "certificate refused: %s (%s)",
+                 t->verify_err > 0 ? wolfSSL_X509_verify_cert_error_string(t->verify_err)
+                                   : wolf_errstr(e, eb, sizeof eb),
+                 subj);
+        break;
+    }
+}
