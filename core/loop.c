@@ -466,7 +466,8 @@ static int loop_pick_backend(struct rn__loop *loop)
     } else {
         return rn__err(-EINVAL, "RN_BACKEND=%s is not io_uring, epoll or auto", choice);
     }
-    if (getenv("RN_DEBUG"))
+    const char *dbg = getenv("RN_DEBUG");
+    if (dbg && *dbg && strcmp(dbg, "0") != 0)
         fprintf(stderr, "ringnet: backend %s\n", loop->reason);
     return 0;
 }

@@ -15,6 +15,14 @@
  *    included, until its own operation is done.
  *  - Handles (rn_conn, rn_server) belong to the thread that made them; a call
  *    on one from another thread fails with -EXDEV.
+ *  - A thread's loop starts at its first blocking call (or rn_spawn, rn_run,
+ *    rn_backend_name, rn_loop_stats). If it cannot start, that call fails
+ *    with RN_EBACKEND (io_uring forced where it cannot run), -EINVAL
+ *    (RN_BACKEND is not io_uring/epoll/auto), -ERANGE (RN_URING_ENTRIES out
+ *    of range), -ENOMEM, or the -errno of a resource error; the loop start
+ *    is tried again at the next call.
+ *  - -ENOMEM and -EMFILE/-ENFILE can come from any call that allocates or
+ *    opens a descriptor; they are listed below only where they matter.
  *
  * The full reference is docs/ (one page per object). */
 #ifndef RINGNET_H
@@ -62,8 +70,8 @@ typedef void (*rn_task_fn)(void *arg);
 
 /* Run fn(arg) as a task on this thread's loop and return once no task is
  * left on the loop (fn's and every task spawned meanwhile). 0; -EINVAL if
- * fn is NULL; -EBUSY from inside a task (use rn_spawn there); RN_EBACKEND
- * (or the loop's own error) if this thread's loop cannot start; -EDEADLK if
+ * fn is NULL; -EBUSY from inside a task (use rn_spawn there); -ENOMEM (no
+ * stack for fn); the loop's start error if it cannot start; -EDEADLK if
  * every remaining task waits with nothing in flight that could wake it (a
  * task waiting on itself); those tasks stay parked. */
 int rn_run(rn_task_fn fn, void *arg);
@@ -101,15 +109,16 @@ const char *rn_backend_name(void);
 int rn_set_backend(const char *name);
 
 /* Why this thread's loop runs the backend it runs ("io_uring: probe passed",
- * "epoll: io_uring_setup refused (EPERM), fallback", ...). Starts the loop
- * if needed. Never NULL. */
+ * "epoll: io_uring unavailable (io_uring_setup failed: EPERM (Operation not
+ * permitted))", ...). Starts the loop if needed; if it cannot start, the
+ * sentence saying why. Never NULL. */
 const char *rn_backend_reason(void);
 
 /* The loop's own counters, for benchmarks and tuning. */
 typedef struct rn_stats {
     uint64_t ops_submitted;  /* operations handed to the kernel (SQEs, or syscalls tried on epoll) */
     uint64_t enter_calls;    /* io_uring_enter / epoll_wait calls */
-    uint64_t completions;    /* completions dispatched (CQEs / readiness events) */
+    uint64_t completions;    /* operations completed (by a CQE, or by a syscall on epoll) */
     uint64_t task_switches;  /* context switches into tasks */
     uint64_t tasks_spawned;
     uint64_t accept_backoffs; /* accepts delayed by EMFILE/ENFILE */
@@ -167,16 +176,23 @@ ssize_t rn_conn_read(rn_conn *c, void *buf, size_t max);
  * RN_EEOF if the stream ends first; -ETIMEDOUT past the read deadline,
  * which bounds the whole call; otherwise the errors of rn_conn_read. On
  * failure the bytes taken so far are kept and the next read returns them
- * first: nothing is lost (except after RN_ECLOSED: the handle is gone). */
+ * first: nothing is lost (except after RN_ECLOSED: the handle is gone, and
+ * -ENOMEM: no memory to keep them in). */
 int rn_conn_read_exact(rn_conn *c, void *buf, size_t len);
 
 /* Close and free the handle. Calls blocked on c in other tasks return
  * RN_ECLOSED promptly; the handle is freed only after every one of them has
- * returned. 0, or -EXDEV (other thread; nothing is closed). */
+ * returned. On TLS, close_notify is sent first (best effort, at most
+ * 200 ms, skipped while a write is in progress). 0 (also for NULL); -EXDEV
+ * (other thread; nothing is closed); RN_ECLOSED if a close of c is already
+ * in progress in another task (that one frees it). */
 int rn_conn_close(rn_conn *c);
 
 /* Shut down the sending side (half-close): the peer reads end of stream,
- * reads here keep working. 0, -EINVAL, -EXDEV, RN_ECLOSED, -ENOTCONN. */
+ * reads here keep working. On TLS, close_notify goes first (under the write
+ * deadline; a pending server handshake runs here). 0, -EINVAL, -EXDEV,
+ * RN_ECLOSED, -ENOTCONN; on TLS also -ETIMEDOUT, RN_ETLS, RN_ETLS_VERIFY,
+ * -EPIPE, -ECONNRESET. */
 int rn_conn_shutdown_write(rn_conn *c);
 
 /* "127.0.0.1:5432", "[::1]:5432"; "" for NULL. Valid until c is closed. */
@@ -213,7 +229,8 @@ typedef struct rn_server rn_server;
  * system's IPV6_V6ONLY default (dual-stack on Linux). Port 0 picks a free
  * port (see rn_server_addr). SO_REUSEADDR is set, SO_REUSEPORT is not.
  * -EINVAL (port outside 0..65535, NULL out), -EADDRINUSE, -EACCES,
- * -EADDRNOTAVAIL, RN_EDNS, RN_EBACKEND. */
+ * -EADDRNOTAVAIL, RN_EDNS, -ETIMEDOUT (a name's lookup, bounded by
+ * rn_set_connect_timeout), -EMFILE, -ENOMEM. */
 int rn_tcp_listen(rn_server **out, const char *host, int port);
 
 /* As rn_tcp_listen with SO_REUSEPORT, so one listener per thread can share a
@@ -225,7 +242,8 @@ int rn_tcp_listen_reuseport(rn_server **out, const char *host, int port);
  * (EMFILE/ENFILE) never fails nor spins: accept backs off (1 ms doubling to
  * 500 ms) and goes on once a descriptor is free; clients wait in the
  * kernel's backlog meanwhile. A client gone before it was taken
- * (ECONNABORTED) is skipped, not reported. No deadline applies. */
+ * (ECONNABORTED) is skipped, not reported. No deadline applies. -ENOMEM if
+ * the new connection cannot be set up (the client is then dropped). */
 int rn_server_accept(rn_server *s, rn_conn **out);
 
 /* "0.0.0.0:9000", "[::]:9000": the real port when 0 was asked. Valid until
@@ -233,7 +251,8 @@ int rn_server_accept(rn_server *s, rn_conn **out);
 const char *rn_server_addr(const rn_server *s);
 
 /* Stop listening and free the server; a blocked accept returns RN_ECLOSED
- * and the handle is freed once it has. 0 or -EXDEV. */
+ * and the handle is freed once it has. 0 (also for NULL), -EXDEV, or
+ * RN_ECLOSED if a close is already in progress. */
 int rn_server_close(rn_server *s);
 
 /* ---- TLS configuration -------------------------------------------------- */
@@ -272,7 +291,9 @@ void rn_tls_config_free(rn_tls_config *cfg);
 int  rn_tls_connect_with(rn_conn **out, const char *host, int port, const rn_tls_config *cfg);
 /* rn_conn_upgrade_to_tls with cfg. Also refused (RN_ETLS) when bytes
  * arrived after the server's go-ahead: they can only be injected. After a
- * failure the connection stays TLS and failed, never plaintext. */
+ * handshake failure the connection stays TLS and failed, never plaintext;
+ * a refusal before the handshake (held plaintext, NULL host) leaves it
+ * plain and unchanged. -EINVAL, RN_ECLOSED, -EXDEV as other calls. */
 int  rn_conn_upgrade_to_tls_with(rn_conn *c, const char *host, const rn_tls_config *cfg);
 /* Listen as rn_tcp_listen; accepted connections are TLS, their handshake
  * deferred to the first read/write or rn_conn_handshake (never inside
@@ -295,7 +316,8 @@ int  rn_conn_handshake(rn_conn *c);
 /* Resolve host to its first IPv4 address, else its first IPv6 address, as
  * text into out. Honours /etc/hosts (getaddrinfo on a resolver thread; the
  * loop keeps running). Bounded by rn_set_connect_timeout. RN_EDNS (does not
- * resolve), -ENOSPC (out too small), -EINVAL, -ETIMEDOUT. */
+ * resolve), -ENOSPC (out too small), -EINVAL, -ETIMEDOUT; -EAGAIN (no
+ * resolver thread could be started), -EMFILE, -ENOMEM. */
 int rn_resolve(const char *host, char *out, size_t outlen);
 
 #ifdef __cplusplus
