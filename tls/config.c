@@ -4,6 +4,7 @@
 #include "tls.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,8 +53,48 @@ static void process_done(void)
     thread_done(NULL);
 }
 
+static char init_msg[400] = "wolfSSL_Init failed";
+
+/* The wolfSSL loaded must be the build whose headers (options.h) ringnet was
+ * compiled with, or the structures' layouts differ and memory is corrupted.
+ * Debian's library and one built with AES-NI (RINGNET_WOLFSSL_PREFIX, see
+ * docs/tls.md) share the soname; the AES-NI build exports
+ * AES_128_Key_Expansion. False when they disagree, with the reason. */
+static bool wolf_matches_headers(void)
+{
+    if (wolfSSL_lib_version_hex() != LIBWOLFSSL_VERSION_HEX) {
+        snprintf(init_msg, sizeof init_msg, "wolfSSL %s is loaded, ringnet was built for %s",
+                 wolfSSL_lib_version(), LIBWOLFSSL_VERSION_STRING);
+        return false;
+    }
+    Dl_info info;
+    if (!dladdr((void *)wolfSSL_Init, &info) || !info.dli_fname ||
+        !strstr(info.dli_fname, "libwolfssl.so"))
+        return true; /* linked statically: nothing to compare */
+    void *h = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    bool lib_aesni = h && dlsym(h, "AES_128_Key_Expansion");
+    if (h)
+        dlclose(h);
+#ifdef WOLFSSL_AESNI
+    const bool hdr_aesni = true;
+#else
+    const bool hdr_aesni = false;
+#endif
+    if (lib_aesni == hdr_aesni)
+        return true;
+    snprintf(init_msg, sizeof init_msg,
+             "ringnet was built for a wolfSSL %s AES-NI, but the one loaded, %s, %s it: "
+             "refused, since mismatched wolfSSL headers and library corrupt memory",
+             hdr_aesni ? "with" : "without", info.dli_fname, lib_aesni ? "has" : "lacks");
+    return false;
+}
+
 static void wolf_init(void)
 {
+    if (!wolf_matches_headers()) {
+        init_rc = RN_ETLS;
+        return;
+    }
     init_rc = wolfSSL_Init() == WOLFSSL_SUCCESS ? 0 : -ENOMEM;
     if (init_rc == 0) {
         (void)pthread_key_create(&thread_key, thread_done);
@@ -105,7 +146,7 @@ static rn_tls_config *config_new(bool server, const char *what)
 {
     pthread_once(&init_once, wolf_init);
     if (init_rc < 0) {
-        rn__err(RN_ETLS, "%s: wolfSSL_Init failed", what);
+        rn__err(RN_ETLS, "%s: %s", what, init_msg);
         return NULL;
     }
     rn__tls_thread_used(); /* loading keys runs ECC code on this thread */

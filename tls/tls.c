@@ -49,7 +49,7 @@ RN_EXPORT int rn_tls_connect_with(rn_conn **out, const char *host, int port,
     if (!out)
         return rn__err(-EINVAL, "tls_connect: out is NULL");
     *out = NULL;
-    rn_tls_config *cfg;
+    rn_tls_config *cfg = NULL; /* set when client_config succeeds; GCC -O3 cannot tell */
     int rc = client_config(given, &cfg, "tls_connect");
     if (rc < 0)
         return rc;
