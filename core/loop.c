@@ -96,13 +96,26 @@ int64_t rn__deadline_after_ms(int64_t ms)
 
 /* ---- tasks ----------------------------------------------------------------- */
 
+static size_t page_size(void)
+{
+    /* The same for every thread: relaxed atomics make the first-use race
+     * (two threads storing the same value) well defined. */
+    static size_t page;
+    size_t p = __atomic_load_n(&page, __ATOMIC_RELAXED);
+    if (!p) {
+        p = (size_t)sysconf(_SC_PAGESIZE);
+        __atomic_store_n(&page, p, __ATOMIC_RELAXED);
+    }
+    return p;
+}
+
 static void task_free_stack(struct rn__task *t)
 {
 #ifdef RN_TSAN
     __tsan_destroy_fiber(t->tsan_fiber);
 #endif
     VALGRIND_STACK_DEREGISTER(t->valgrind_id);
-    munmap(t->stack, t->stack_size + (size_t)sysconf(_SC_PAGESIZE));
+    munmap(t->stack, t->stack_size + page_size());
 }
 
 static void task_release(struct rn__loop *loop, struct rn__task *t)
@@ -141,7 +154,7 @@ static struct rn__task *task_alloc(struct rn__loop *loop)
         t->tsan_fiber = fiber;
         return t;
     }
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t page = page_size();
     size_t size = loop->stack_size;
     void *base = mmap(NULL, size + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (base == MAP_FAILED)
@@ -166,7 +179,6 @@ static void task_main(struct rn__task *t);
 
 static void task_init_frame(struct rn__task *t)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
     uintptr_t top = (uintptr_t)t & ~(uintptr_t)15; /* the record sits above the frames */
     uint64_t *sp = (uint64_t *)top;
     /* Matches rn__ctx_switch's pops: csr word, r15, r14, r13, r12, rbx, rbp, ret. */
@@ -179,14 +191,13 @@ static void task_init_frame(struct rn__task *t)
     *--sp = 0;                                   /* r15 */
     *--sp = 0x037F00001F80ull;                   /* mxcsr default | x87 control word default << 32 */
     t->sp = sp;
-    (void)page;
 }
 
 static void switch_to_task(struct rn__loop *loop, struct rn__task *t)
 {
     loop->current = t;
     loop->stats.task_switches++;
-    ASAN_START(&loop->root.asan_fake, (char *)t->stack + sysconf(_SC_PAGESIZE), t->stack_size);
+    ASAN_START(&loop->root.asan_fake, (char *)t->stack + page_size(), t->stack_size);
     TSAN_SWITCH(t->tsan_fiber);
     rn__ctx_switch(&loop->root.sp, t->sp);
     ASAN_FINISH(loop->root.asan_fake, NULL, NULL);
@@ -592,7 +603,7 @@ RN_EXPORT int rn_sleep(int64_t ms)
 
 RN_EXPORT int rn_set_task_stack_size(size_t bytes)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t page = page_size();
     if (bytes < RN_MIN_STACK || bytes > ((size_t)1 << 30))
         return rn__err(-EINVAL, "rn_set_task_stack_size: %zu bytes is outside 16 KiB .. 1 GiB", bytes);
     bytes = (bytes + page - 1) & ~(page - 1);
