@@ -93,8 +93,12 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--port") && i + 1 < argc)
             port = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--backend") && i + 1 < argc)
-            rn_set_backend(argv[++i]);
+        else if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
+            if (rn_set_backend(argv[++i]) < 0) {
+                fprintf(stderr, "%s\n", rn_last_error());
+                return 2;
+            }
+        }
         else if (!strcmp(argv[i], "--stack") && i + 1 < argc)
             rn_set_task_stack_size((size_t)atol(argv[++i]));
         else if (!strcmp(argv[i], "--bufsize") && i + 1 < argc)

@@ -166,3 +166,38 @@ TEST_P(DnsTest, ResolveParksOnlyItsTaskWhileOtherTasksKeepRunning) {
 }
 
 } // namespace
+
+namespace {
+
+class DnsHostileTest : public rnt::BackendTest {};
+RNT_INSTANTIATE_BACKENDS(DnsHostileTest);
+
+/* Names no resolver should be asked about, or that it must refuse: each is
+ * RN_EDNS with a sentence, from rn_resolve and rn_tcp_connect alike, and the
+ * loop goes on working afterwards. */
+TEST_P(DnsHostileTest, OverlongAndMalformedNamesAreEdnsAndTheLoopGoesOn) {
+    OnLoopRun([&] {
+        const std::string names[] = {
+            std::string(300, 'a'),               /* longer than DNS allows */
+            std::string(70, 'b') + ".invalid",   /* a label over 63 bytes */
+            "exa mple.invalid",                  /* a space */
+            "bad\x01name.invalid",               /* a control byte */
+            "..",                                /* empty labels */
+        };
+        for (const std::string &n : names) {
+            char out[64];
+            int rc = rn_resolve(n.c_str(), out, sizeof out);
+            EXPECT_EQ(RN_EDNS, rc) << "resolve of a " << n.size() << "-byte name: " << rn_strerror(rc);
+            EXPECT_STRNE("", rn_last_error());
+            rn_conn *c = nullptr;
+            rc = rn_tcp_connect(&c, n.c_str(), 80);
+            EXPECT_EQ(RN_EDNS, rc) << "connect to a " << n.size() << "-byte name: " << rn_strerror(rc);
+            EXPECT_EQ(nullptr, c);
+        }
+        char out[64];
+        EXPECT_EQ(0, rn_resolve("localhost", out, sizeof out)) << rn_last_error();
+        EXPECT_STREQ("127.0.0.1", out);
+    });
+}
+
+} // namespace
