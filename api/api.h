@@ -20,6 +20,7 @@ struct rn_conn {
      * gives its bytes back here). Plaintext only; see tls/ for ciphertext. */
     char *kept;
     size_t kept_off, kept_len, kept_cap;
+    void *lent;                /* the buffer the last rn_conn_read_lent handed out, or NULL */
     struct rn__tls *tls;       /* NULL for plain TCP */
     char laddr[64], raddr[64]; /* formatted on first use */
 };

@@ -76,6 +76,7 @@ void rn__conn_destroy(rn_conn *c)
     }
     if (c->tls)
         rn__tls_free(c); /* only now: the calls that just left were using it */
+    rn__lend_release(c->loop, c->lent);
     free(c->kept);
     free(c);
 }
@@ -248,11 +249,21 @@ static ssize_t read_some(rn_conn *c, void *buf, size_t max, int64_t deadline)
     return rn__conn_recv(c, buf, max, deadline);
 }
 
+/* The bytes of the last lent read are the caller's until the next read. */
+static void drop_lent(rn_conn *c)
+{
+    if (c->lent) {
+        rn__lend_release(c->loop, c->lent);
+        c->lent = NULL;
+    }
+}
+
 RN_EXPORT ssize_t rn_conn_read(rn_conn *c, void *buf, size_t max)
 {
     int rc = rn__conn_enter(c, "read");
     if (rc < 0)
         return rc;
+    drop_lent(c);
     ssize_t r;
     if (!buf || max == 0) {
         r = rn__err(-EINVAL, "read: %s", !buf ? "buf is NULL" : "max is 0 (0 means end of stream)");
@@ -267,6 +278,69 @@ RN_EXPORT ssize_t rn_conn_read(rn_conn *c, void *buf, size_t max)
     return r;
 }
 
+RN_EXPORT ssize_t rn_conn_read_lent(rn_conn *c, const void **data)
+{
+    if (data)
+        *data = NULL;
+    int rc = rn__conn_enter(c, "read_lent");
+    if (rc < 0)
+        return rc;
+    drop_lent(c);
+    ssize_t r;
+    if (!data) {
+        r = rn__err(-EINVAL, "read_lent: data is NULL");
+    } else if (c->kept_len > 0) {
+        /* Bytes a failed read_exact gave back: lent from where they are
+         * kept (the next read may reuse that space, as it may a buffer). */
+        size_t n = c->kept_len < RN__LEND_SIZE ? c->kept_len : RN__LEND_SIZE;
+        *data = c->kept + c->kept_off;
+        c->kept_off += n;
+        c->kept_len -= n;
+        if (c->kept_len == 0)
+            c->kept_off = 0;
+        r = (ssize_t)n;
+    } else if (c->tls) {
+        /* TLS decrypts into a heap buffer: there is no ciphertext-free wait
+         * to save, but the call works alike on every connection. */
+        void *b = rn__lend_alloc(c->loop);
+        if (!b) {
+            r = rn__err(-ENOMEM, "read_lent: out of memory for a buffer");
+        } else {
+            r = rn__tls_read(c, b, RN__LEND_SIZE, rn__deadline_after_ms(c->rd_ms));
+            if (r > 0) {
+                drop_lent(c); /* another task's lent read ended meanwhile: its bytes are stale now */
+                c->lent = b;
+                *data = b;
+            } else {
+                rn__lend_release(c->loop, b);
+                if (r < 0)
+                    r = io_error(c, "read_lent", (int)r);
+            }
+        }
+    } else {
+        struct rn__op op = {.kind = RN__OP_RECV, .lend = true, .f = &c->f, .len = RN__LEND_SIZE,
+                            .deadline = rn__deadline_after_ms(c->rd_ms)};
+        r = rn__op_wait(c->loop, &op);
+        if (r > 0) {
+            drop_lent(c);
+            c->lent = op.buf;
+            *data = op.buf;
+        } else {
+            rn__lend_release(c->loop, op.buf); /* filled by nothing, or by bytes a close made moot */
+            if (r < 0)
+                r = io_error(c, "read_lent", (int)r);
+        }
+    }
+    rn__conn_leave(c);
+    return r;
+}
+
+RN_EXPORT void rn_conn_release_lent(rn_conn *c)
+{
+    if (c && rn__loop_peek() == c->loop)
+        drop_lent(c);
+}
+
 RN_EXPORT int rn_conn_read_exact(rn_conn *c, void *buf, size_t len)
 {
     int rc = rn__conn_enter(c, "read_exact");
@@ -276,6 +350,7 @@ RN_EXPORT int rn_conn_read_exact(rn_conn *c, void *buf, size_t len)
         rn__conn_leave(c);
         return rn__err(-EINVAL, "read_exact: buf is NULL");
     }
+    drop_lent(c);
     char *p = buf;
     size_t got = take_kept(c, p, len);
     int64_t deadline = rn__deadline_after_ms(c->rd_ms);

@@ -386,6 +386,38 @@ void rn__fd_close(struct rn__loop *loop, struct rn__fd *f)
     }
 }
 
+/* ---- lent read buffers --------------------------------------------------------------- */
+
+/* Free heap buffers kept for the next lent read. Enough to absorb the
+ * bursts of a busy loop without going back to malloc; beyond it they go. */
+#define RN_LEND_CACHE_MAX 64
+
+void *rn__lend_alloc(struct rn__loop *loop)
+{
+    void *b = loop->lend_cache;
+    if (b) {
+        memcpy(&loop->lend_cache, b, sizeof(void *));
+        loop->lend_cache_len--;
+        return b;
+    }
+    return malloc(RN__LEND_SIZE);
+}
+
+void rn__lend_release(struct rn__loop *loop, void *buf)
+{
+    if (!buf)
+        return;
+    if (loop->bk->lend_release && loop->bk->lend_release(loop, buf))
+        return;
+    if (loop->lend_cache_len >= RN_LEND_CACHE_MAX) {
+        free(buf);
+        return;
+    }
+    memcpy(buf, &loop->lend_cache, sizeof(void *));
+    loop->lend_cache = buf;
+    loop->lend_cache_len++;
+}
+
 /* ---- the loop --------------------------------------------------------------------- */
 
 static void loop_destroy(struct rn__loop *loop)
@@ -394,6 +426,11 @@ static void loop_destroy(struct rn__loop *loop)
         return;
     if (loop->bk)
         loop->bk->destroy(loop, loop->bk_state);
+    while (loop->lend_cache) {
+        void *b = loop->lend_cache;
+        memcpy(&loop->lend_cache, b, sizeof(void *));
+        free(b);
+    }
     /* Tasks still parked when their thread ends can never run again. */
     while (loop->all) {
         struct rn__task *t = loop->all;

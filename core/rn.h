@@ -74,6 +74,8 @@ struct rn__op {
     size_t len;
     struct sockaddr *addr;     /* CONNECT: target; ACCEPT: where to store the peer (may be NULL) */
     socklen_t addrlen;         /* CONNECT: its length; ACCEPT: in/out */
+    bool lend;                 /* RECV into a loop buffer (rn_conn_read_lent): buf is NULL when
+                                * submitted and the backend sets it to the buffer it filled */
     short events;              /* POLL: POLLIN/POLLOUT */
     int64_t deadline;          /* absolute rn__now_ns instant, 0 = none */
     struct __kernel_timespec ts; /* io_uring: the deadline as a timespec until submitted */
@@ -114,10 +116,24 @@ struct rn__backend {
     /* Hand the kernel everything queued, wait for at least one completion
      * when wait is true (else only collect what is ready), dispatch them. */
     int (*run_once)(struct rn__loop *loop, bool wait);
+    /* Take back a lent buffer the backend handed out itself (io_uring: one
+     * of its provided-buffer ring); false if buf is not its own. NULL when
+     * the backend keeps no buffers of its own. */
+    bool (*lend_release)(struct rn__loop *loop, void *buf);
 };
 
 extern const struct rn__backend rn__backend_uring;
 extern const struct rn__backend rn__backend_epoll;
+
+/* ---- lent read buffers (rn_conn_read_lent) ---------------------------------- */
+
+/* Each lent buffer holds this many bytes: a TLS record's plaintext fits. */
+#define RN__LEND_SIZE ((unsigned)RN_LENT_MAX)
+/* A heap buffer of RN__LEND_SIZE bytes from the loop's cache (or malloc);
+ * NULL when out of memory. */
+void *rn__lend_alloc(struct rn__loop *loop);
+/* Give a lent buffer back: to the backend that owns it, else to the cache. */
+void rn__lend_release(struct rn__loop *loop, void *buf);
 
 /* ---- tasks and the loop ---------------------------------------------------- */
 
@@ -152,6 +168,8 @@ struct rn__loop {
     struct rn__task *stack_cache; /* finished tasks whose stacks are reused */
     size_t stack_cache_len;
     rn_stats stats;
+    void *lend_cache;          /* free heap lent buffers, linked through their first word */
+    size_t lend_cache_len;
     char reason[160];          /* why this backend */
     const void *asan_main_bottom;
     size_t asan_main_size;

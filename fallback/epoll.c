@@ -145,14 +145,23 @@ static void ep_fd_close(struct rn__loop *loop, struct rn__fd *f)
 }
 
 /* Try op's syscall once, non-blocking. Returns the result, -EAGAIN to park. */
-static int try_op(struct rn__op *op)
+static int try_op(struct rn__loop *loop, struct rn__op *op)
 {
     int fd = op->f->fd;
     ssize_t r;
     for (;;) {
         switch (op->kind) {
         case RN__OP_RECV:
+            /* A lent read holds a buffer only while the syscall runs and
+             * after it got bytes: a parked one has none. */
+            if (op->lend && !op->buf && !(op->buf = rn__lend_alloc(loop)))
+                return -ENOMEM;
             r = recv(fd, op->buf, op->len, 0);
+            if (op->lend && r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                rn__lend_release(loop, op->buf);
+                op->buf = NULL;
+                errno = EAGAIN;
+            }
             /* A short read emptied the socket, like EAGAIN would say: only
              * an edge from now on means there is more. Not once the peer's
              * end was seen: the end of stream is still to be read, and its
@@ -249,7 +258,7 @@ static void ep_submit(struct rn__loop *loop, struct rn__op *op)
     int r = -EAGAIN;
     if (!(op->kind == RN__OP_RECV && op->f->rd_drained && !op->f->ep_rd_ready)) {
         loop->stats.ops_submitted++;
-        r = try_op(op);
+        r = try_op(loop, op);
         if (r != -EAGAIN) {
             rn__op_complete(loop, op, r);
             return;
@@ -288,7 +297,7 @@ static void retry_list(struct rn__loop *loop, struct rn__op **head)
     struct rn__op *op;
     while ((op = *head) != NULL) {
         loop->stats.ops_submitted++;
-        int r = try_op(op);
+        int r = try_op(loop, op);
         if (r == -EAGAIN) {
             if (op_wants_read(op))
                 op->f->ep_rd_ready = false;

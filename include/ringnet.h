@@ -172,6 +172,27 @@ int rn_conn_write_all_n(rn_conn *c, const void *buf, size_t len, size_t *written
  * RN_ETLS_VERIFY and a truncation error for an end without close_notify. */
 ssize_t rn_conn_read(rn_conn *c, void *buf, size_t max);
 
+/* Read without a buffer of your own: waits as rn_conn_read does, then
+ * points *data at the bytes received (1 to RN_LENT_MAX of them) in a buffer
+ * the library lends, and returns their count; 0 at end of stream and
+ * negative errors leave *data NULL. A task waiting here holds no buffer: on
+ * io_uring the kernel takes one from a ring shared by the thread's
+ * connections only when bytes arrive (on epoll, once the socket is
+ * readable), so thousands of idle connections cost no buffer memory. The
+ * bytes are yours, read-only, until the next read of any kind on c
+ * (rn_conn_read, rn_conn_read_exact, rn_conn_read_lent), rn_conn_release_lent
+ * or rn_conn_close; writing them back with rn_conn_write_all before that
+ * is fine. Bytes kept by a failed read_exact come first. Deadlines and
+ * errors as rn_conn_read (-EINVAL for a NULL data), plus -ENOMEM when no
+ * buffer can be had. Works on TLS connections too (the plaintext is lent). */
+#define RN_LENT_MAX 16384
+ssize_t rn_conn_read_lent(rn_conn *c, const void **data);
+
+/* Give the bytes of the last rn_conn_read_lent back before the next read
+ * (say, before a long wait elsewhere). Nothing for NULL, for a connection
+ * with nothing lent, or when called from another thread. */
+void rn_conn_release_lent(rn_conn *c);
+
 /* Read exactly len bytes; 0 once they are in buf (len 0: 0 at once).
  * RN_EEOF if the stream ends first; -ETIMEDOUT past the read deadline,
  * which bounds the whole call; otherwise the errors of rn_conn_read. On

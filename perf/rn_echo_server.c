@@ -4,7 +4,9 @@
  * on SIGUSR1 so a script can take them before and after a run.
  *
  * Usage: rn_echo_server [--port N] [--backend io_uring|epoll|auto]
- *                       [--stack BYTES] [--bufsize BYTES]
+ *                       [--stack BYTES] [--bufsize BYTES] [--lent]
+ * --lent reads with rn_conn_read_lent (the library lends the buffer; an
+ * idle task holds none) instead of into a buffer on the task's stack.
  * Prints "listening <addr> backend <name>" once ready; on SIGUSR1 prints
  *   STATS ops_submitted=.. enter_calls=.. completions=.. task_switches=.. tasks_spawned=..
  * on stderr. SIGTERM/SIGINT end it. */
@@ -20,6 +22,7 @@
 
 static volatile sig_atomic_t want_stats, want_stop;
 static size_t bufsize = 4096;
+static int lent;
 
 static void on_signal(int sig)
 {
@@ -27,6 +30,18 @@ static void on_signal(int sig)
         want_stats = 1;
     else
         want_stop = 1;
+}
+
+static void handle_client_lent(void *arg)
+{
+    rn_conn *c = arg;
+    for (;;) {
+        const void *data;
+        ssize_t n = rn_conn_read_lent(c, &data);
+        if (n <= 0 || rn_conn_write_all(c, data, (size_t)n) < 0)
+            break;
+    }
+    rn_conn_close(c);
 }
 
 static void handle_client(void *arg)
@@ -83,7 +98,7 @@ static void main_task(void *arg)
             break;
         if (rc < 0)
             continue;
-        if (rn_spawn(handle_client, c) < 0)
+        if (rn_spawn(lent ? handle_client_lent : handle_client, c) < 0)
             rn_conn_close(c);
     }
 }
@@ -103,8 +118,10 @@ int main(int argc, char **argv)
             rn_set_task_stack_size((size_t)atol(argv[++i]));
         else if (!strcmp(argv[i], "--bufsize") && i + 1 < argc)
             bufsize = (size_t)atol(argv[++i]);
+        else if (!strcmp(argv[i], "--lent"))
+            lent = 1;
         else {
-            fprintf(stderr, "usage: %s [--port N] [--backend io_uring|epoll|auto] [--stack BYTES] [--bufsize BYTES]\n",
+            fprintf(stderr, "usage: %s [--port N] [--backend io_uring|epoll|auto] [--stack BYTES] [--bufsize BYTES] [--lent]\n",
                     argv[0]);
             return 2;
         }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define SQ_ENTRIES 1024u
@@ -21,8 +22,20 @@
 RN_STATIC_ASSERT(_Alignof(struct rn__op) >= 8, "op pointers carry tags in their low bits");
 RN_STATIC_ASSERT(_Alignof(struct rn__fd) >= 8, "fd pointers carry tags in their low bits");
 
+/* Lent reads (rn_conn_read_lent) take their buffer from a provided-buffer
+ * ring: the kernel picks one only when bytes arrive, so a task waiting to
+ * read holds none. LEND_ENTRIES buffers of RN__LEND_SIZE bytes, mapped on
+ * the first lent read; when all are out, the recv fails with -ENOBUFS and is
+ * sent again into a heap buffer (rn__lend_alloc). */
+#define LEND_ENTRIES 64u
+#define LEND_BGID 0
+
 struct uring {
     struct io_uring ring;
+    struct io_uring_buf_ring *br; /* NULL until the first lent read (or if it failed) */
+    char *br_bufs;                /* LEND_ENTRIES * RN__LEND_SIZE bytes */
+    size_t br_map_len;            /* the one mapping: the ring entries, then the buffers */
+    bool br_tried;
 };
 
 /* Setup flags, best first. SINGLE_ISSUER|DEFER_TASKRUN (6.1) runs completion
@@ -111,6 +124,10 @@ static int uring_init(struct rn__loop *loop, void **state, char *why, size_t why
 static void uring_destroy(struct rn__loop *loop, void *state)
 {
     struct uring *u = state;
+    if (u->br) {
+        (void)io_uring_unregister_buf_ring(&u->ring, LEND_BGID);
+        munmap(u->br, u->br_map_len);
+    }
     io_uring_queue_exit(&u->ring);
     free(u);
     (void)loop;
@@ -209,12 +226,64 @@ static void submit_accept(struct rn__loop *loop, struct uring *u, struct rn__op 
         arm_accept(loop, u, f);
 }
 
+/* Map and register the lent-read buffer ring (liburing 2.3 has no helper
+ * for it). Tried once; without it, lent reads use heap buffers. */
+static void lend_ring_setup(struct uring *u)
+{
+    u->br_tried = true;
+    size_t ring_len = LEND_ENTRIES * sizeof(struct io_uring_buf);
+    ring_len = (ring_len + 4095) & ~(size_t)4095; /* the kernel wants the ring page-aligned */
+    size_t len = ring_len + (size_t)LEND_ENTRIES * RN__LEND_SIZE;
+    void *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED)
+        return;
+    struct io_uring_buf_ring *br = mem;
+    io_uring_buf_ring_init(br);
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.ring_addr = (uint64_t)(uintptr_t)br;
+    reg.ring_entries = LEND_ENTRIES;
+    reg.bgid = LEND_BGID;
+    if (io_uring_register_buf_ring(&u->ring, &reg, 0) < 0) {
+        munmap(mem, len);
+        return;
+    }
+    u->br = br;
+    u->br_bufs = (char *)mem + ring_len;
+    u->br_map_len = len;
+    for (unsigned i = 0; i < LEND_ENTRIES; i++)
+        io_uring_buf_ring_add(br, u->br_bufs + (size_t)i * RN__LEND_SIZE, RN__LEND_SIZE, (unsigned short)i,
+                              io_uring_buf_ring_mask(LEND_ENTRIES), (int)i);
+    io_uring_buf_ring_advance(br, (int)LEND_ENTRIES);
+}
+
+static bool uring_lend_release(struct rn__loop *loop, void *buf)
+{
+    struct uring *u = loop->bk_state;
+    char *b = buf;
+    if (!u->br || b < u->br_bufs || b >= u->br_bufs + (size_t)LEND_ENTRIES * RN__LEND_SIZE)
+        return false;
+    unsigned bid = (unsigned)((size_t)(b - u->br_bufs) / RN__LEND_SIZE);
+    io_uring_buf_ring_add(u->br, u->br_bufs + (size_t)bid * RN__LEND_SIZE, RN__LEND_SIZE, (unsigned short)bid,
+                          io_uring_buf_ring_mask(LEND_ENTRIES), 0);
+    io_uring_buf_ring_advance(u->br, 1);
+    return true;
+}
+
 static void uring_submit(struct rn__loop *loop, struct rn__op *op)
 {
     struct uring *u = loop->bk_state;
     if (op->kind == RN__OP_ACCEPT) {
         submit_accept(loop, u, op);
         return;
+    }
+    if (RN_UNLIKELY(op->lend) && !op->buf) {
+        if (!u->br_tried)
+            lend_ring_setup(u);
+        if (!u->br && !(op->buf = rn__lend_alloc(loop))) {
+            rn__op_complete(loop, op, -ENOMEM);
+            return;
+        }
     }
     bool linked = op->deadline && op->kind != RN__OP_SLEEP;
     struct io_uring_sqe *sqe = get_sqes(loop, u, linked ? 2 : 1);
@@ -228,6 +297,10 @@ static void uring_submit(struct rn__loop *loop, struct rn__op *op)
         break;
     case RN__OP_RECV:
         io_uring_prep_recv(sqe, op->f->fd, op->buf, op->len, 0);
+        if (op->lend && !op->buf) { /* the kernel picks a ring buffer when bytes come */
+            sqe->flags |= IOSQE_BUFFER_SELECT;
+            sqe->buf_group = LEND_BGID;
+        }
         /* The last recv emptied the socket: arm the poll at once instead of
          * a recv attempt that would only find it empty (request/response
          * traffic, where the peer answers after our write). */
@@ -305,6 +378,27 @@ static void dispatch_accept(struct rn__loop *loop, struct uring *u, struct rn__f
     }
 }
 
+/* A lent recv's CQE: note the buffer the kernel filled; when the ring had
+ * none left, send the recv again into a heap buffer (true: not done yet). */
+static bool lend_complete(struct rn__loop *loop, struct uring *u, struct rn__op *op, const struct io_uring_cqe *cqe,
+                          int *res)
+{
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        op->buf = u->br_bufs + (size_t)bid * RN__LEND_SIZE;
+        return false;
+    }
+    if (*res != -ENOBUFS || op->buf || op->f->closing)
+        return false;
+    op->buf = rn__lend_alloc(loop);
+    if (!op->buf) {
+        *res = -ENOMEM;
+        return false;
+    }
+    uring_submit(loop, op); /* still counted in flight: no completion was reported */
+    return true;
+}
+
 static unsigned reap(struct rn__loop *loop, struct uring *u)
 {
     struct io_uring_cqe *cqe;
@@ -319,7 +413,11 @@ static unsigned reap(struct rn__loop *loop, struct uring *u)
             dispatch_accept(loop, u, (struct rn__fd *)(uintptr_t)(ud & ~UD_TAG_MASK), cqe);
             continue;
         }
-        rn__op_complete(loop, (struct rn__op *)(uintptr_t)ud, cqe->res);
+        struct rn__op *op = (struct rn__op *)(uintptr_t)ud;
+        int res = cqe->res;
+        if (RN_UNLIKELY(op->lend) && lend_complete(loop, u, op, cqe, &res))
+            continue; /* sent again */
+        rn__op_complete(loop, op, res);
     }
     io_uring_cq_advance(&u->ring, n);
     return n;
@@ -358,4 +456,5 @@ const struct rn__backend rn__backend_uring = {
     .submit = uring_submit,
     .cancel_fd = uring_cancel_fd,
     .run_once = uring_run_once,
+    .lend_release = uring_lend_release,
 };
