@@ -8,6 +8,8 @@ packages=(
     build-essential cmake pkg-config g++
     # libraries ringnet and its tests use
     liburing-dev libwolfssl-dev libgtest-dev libseccomp-dev
+    # the soak's load generator (perf/soak/soak.c) is an OpenSSL client
+    libssl-dev
     # sanitizers (TSan preset), fuzzing, leak checks
     clang-14 libclang-rt-14-dev valgrind
     # real peers and tools the tests and demo start

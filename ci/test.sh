@@ -62,6 +62,20 @@ bash ci/setup.sh
 stage "debug: build and test (gcc, -Werror)"
 build_and_test debug
 
+# The soak (perf/soak/soak.c): 10,000 connections, half TLS, 30 s through
+# the debug build's soak_server, once per backend; a backend this machine
+# cannot run is skipped (soak exits 77 and says why).
+stage "soak: 10,000 connections, half TLS, 30 s on each backend (debug build)"
+for backend in io_uring epoll; do
+    rc=0
+    bash perf/soak/run.sh build/debug --backend "$backend" --seconds 30 || rc=$?
+    if [ "$rc" -eq 77 ]; then
+        echo "soak: $backend skipped: this machine cannot run it (reason above)"
+    elif [ "$rc" -ne 0 ]; then
+        exit "$rc"
+    fi
+done
+
 stage "asan: build and test (ASan + UBSan, -Werror)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
