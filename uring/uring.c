@@ -166,11 +166,19 @@ static struct io_uring_sqe *get_sqes(struct rn__loop *loop, struct uring *u, uns
     return io_uring_get_sqe(&u->ring);
 }
 
+static struct rn__op *accwait_pop(struct rn__fd *f);
+
 static void arm_accept(struct rn__loop *loop, struct uring *u, struct rn__fd *f)
 {
     struct io_uring_sqe *sqe = get_sqes(loop, u, 1);
-    if (!sqe)
+    if (!sqe) {
+        /* The ring refused to take submissions (only a broken ring does):
+         * nothing would ever wake the accepts parked here, so fail them. */
+        struct rn__op *op;
+        while ((op = accwait_pop(f)) != NULL)
+            rn__op_complete(loop, op, -ENOMEM);
         return;
+    }
     io_uring_prep_multishot_accept(sqe, f->fd, NULL, NULL, SOCK_CLOEXEC);
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)f | UD_ACCEPT_MS);
     f->acc_armed = true;
