@@ -86,6 +86,15 @@ static const uint8_t *find_alpn(const uint8_t *rec, size_t len, size_t *alpn_len
     return NULL;
 }
 
+/* Names in a ProtocolNameList. */
+static size_t count_names(const uint8_t *p, size_t len)
+{
+    size_t n = 0;
+    for (size_t off = 0; off < len; off += 1 + p[off])
+        n++;
+    return n;
+}
+
 struct exec {
     rn_tls_config *cfg;
     const char *list;
@@ -106,7 +115,9 @@ static void peer_main(void *arg)
     static uint8_t want[2048];
     size_t wl = encode_list(e->list, want);
     FUZZ_CHECK(alen == wl + 2 && get16(alpn) == wl && memcmp(alpn + 2, want, wl) == 0,
-               "the ClientHello's ALPN names are not \"%s\"", e->list);
+               "the ClientHello offers %zu ALPN names in %zu bytes, not the %zu names in %zu "
+               "bytes of \"%s\"",
+               count_names(alpn + 2, alen - 2), alen - 2, count_names(want, wl), wl, e->list);
     FUZZ_CHECK(rn_conn_close(p) == 0, "%s", rn_last_error());
 }
 
