@@ -114,7 +114,10 @@ struct rn__backend {
     /* Make every op in flight on f complete soon (f->closing is set). */
     void (*cancel_fd)(struct rn__loop *loop, struct rn__fd *f);
     /* Hand the kernel everything queued, wait for at least one completion
-     * when wait is true (else only collect what is ready), dispatch them. */
+     * when wait is true (else only collect what is ready), dispatch them.
+     * A wait ends by loop->wake_at (an absolute rn__now_ns instant; 0: no
+     * bound) even if nothing completed: the loop's own timers (timed parks)
+     * are due then. */
     int (*run_once)(struct rn__loop *loop, bool wait);
     /* Take back a lent buffer the backend handed out itself (io_uring: one
      * of its provided-buffer ring); false if buf is not its own. NULL when
@@ -148,6 +151,9 @@ struct rn__task {
     bool dead;
     bool parked;               /* waiting in rn__task_park */
     bool ready;                /* root only: woken */
+    bool timed_out;            /* rn__task_park_until: the deadline woke it */
+    int64_t park_deadline;     /* rn__task_park_until: when to wake it (0: not timed) */
+    size_t theap_idx;          /* its slot in the loop's timer heap while park_deadline is set */
     struct rn__task *all_prev, *all_next; /* every live task, for teardown */
     unsigned valgrind_id;
     void *asan_fake;           /* ASan fake stack while switched out */
@@ -168,6 +174,9 @@ struct rn__loop {
     struct rn__task *stack_cache; /* finished tasks whose stacks are reused */
     size_t stack_cache_len;
     rn_stats stats;
+    struct rn__task **theap;   /* tasks in rn__task_park_until, a min-heap on park_deadline */
+    size_t theap_len, theap_cap;
+    int64_t wake_at;           /* for run_once: the earliest park_deadline, 0 if none */
     void *lend_cache;          /* free heap lent buffers, linked through their first word */
     size_t lend_cache_len;
     char reason[160];          /* why this backend */
@@ -191,6 +200,10 @@ int rn__op_wait(struct rn__loop *loop, struct rn__op *op);
 /* Park the current task until rn__task_wake; outside tasks, run the loop
  * until woken. */
 void rn__task_park(struct rn__loop *loop);
+/* rn__task_park bounded by an absolute deadline (0: none): 0 when woken,
+ * -ETIMEDOUT when the deadline came first, -ENOMEM when it cannot be
+ * recorded (then it has not parked). */
+int rn__task_park_until(struct rn__loop *loop, int64_t deadline);
 void rn__task_wake(struct rn__loop *loop, struct rn__task *t);
 
 /* Close f's descriptor the safe way: mark closing, cancel what is in flight,

@@ -331,10 +331,14 @@ static int ep_run_once(struct rn__loop *loop, bool wait)
     struct ep *e = loop->bk_state;
     struct timespec ts = {0, 0}, *tsp = &ts;
     if (wait) {
-        if (e->heap_len == 0) {
+        /* The nearest of the ops' deadlines and the loop's timed parks. */
+        int64_t until = e->heap_len ? e->heap[0]->deadline : 0;
+        if (loop->wake_at && (!until || loop->wake_at < until))
+            until = loop->wake_at;
+        if (!until) {
             tsp = NULL;
         } else {
-            int64_t d = e->heap[0]->deadline - rn__now_ns();
+            int64_t d = until - rn__now_ns();
             if (d > 0) {
                 ts.tv_sec = d / 1000000000;
                 ts.tv_nsec = d % 1000000000;

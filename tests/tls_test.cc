@@ -810,6 +810,88 @@ TEST_P(TlsTest, WriteDeadlineLosesAndDuplicatesNothing) {
     });
 }
 
+/* Two writers on one TLS connection take turns. The second, with a write
+ * deadline, waits for the turn in a timed park: it returns -ETIMEDOUT on
+ * time having written nothing, without waking meanwhile (no polling: a
+ * handful of task switches over 150 ms), and a later writer gets the turn
+ * as soon as the first gives it back. The server sees the first writer's
+ * bytes, then the last writer's, nothing else. */
+TEST_P(TlsTest, AWriterWaitingForTheTurnTimesOutOnTimeWithoutPollingAndWritesNothing) {
+    RNT_NEED_CERTS(c);
+    OnLoopRun([&] {
+        rn_tls_config *scfg = ServerCfg(c);
+        rn_tls_config *ccfg = ClientCfg(c->ca);
+        rn_server *srv = nullptr;
+        ASSERT_EQ(0, rn_tls_listen(&srv, "127.0.0.1", 0, scfg));
+        int port = PortOf(rn_server_addr(srv));
+        rn_conn *acc = nullptr;
+        RNT_SPAWN([&] {
+            ASSERT_EQ(0, rn_server_accept(srv, &acc));
+            EXPECT_EQ(0, rn_conn_handshake(acc)) << rn_last_error();
+        });
+        rn_conn *conn = nullptr;
+        ASSERT_EQ(0, rn_tls_connect_with(&conn, "localhost", port, ccfg)) << rn_last_error();
+        ASSERT_TRUE(WaitUntil([&] { return acc != nullptr; }));
+        const size_t total = 32u << 20;
+        const std::string first = Pattern(total, 11);
+        int first_rc = 1;
+        int64_t first_done = -1;
+        RNT_SPAWN([&] { /* no deadline: blocks holding the turn, the server reads nothing yet */
+            first_rc = rn_conn_write_all(conn, first.data(), first.size());
+            first_done = NowMs();
+        });
+        rn_sleep(100);
+        ASSERT_EQ(1, first_rc) << "the first writer finished although the server reads nothing";
+        rn_conn_set_write_deadline(conn, 150);
+        rn_stats before, after;
+        ASSERT_EQ(0, rn_loop_stats(&before));
+        int64_t t0 = NowMs();
+        ssize_t w = rn_conn_write(conn, "x", 1);
+        int64_t took = NowMs() - t0;
+        ASSERT_EQ(0, rn_loop_stats(&after));
+        EXPECT_EQ(-ETIMEDOUT, w) << Err((int)w);
+        EXPECT_GE(took, 140);
+        EXPECT_LE(took, 400);
+        EXPECT_LE(after.task_switches - before.task_switches, 10u) << "the waiter woke up to poll";
+        /* A writer with a long deadline parks for the turn too ... */
+        rn_conn_set_write_deadline(conn, 10000);
+        const std::string tail = "the end";
+        int tail_rc = 1;
+        int64_t tail_done = -1;
+        RNT_SPAWN([&] {
+            tail_rc = rn_conn_write_all(conn, tail.data(), tail.size());
+            tail_done = NowMs();
+        });
+        rn_sleep(20);
+        /* ... and gets it as soon as the first is done, once the server reads. */
+        std::string got;
+        bool reader_done = false;
+        RNT_SPAWN([&] {
+            std::vector<char> buf(1 << 16);
+            while (got.size() < total + tail.size()) {
+                ssize_t n = rn_conn_read(acc, buf.data(), buf.size());
+                if (n <= 0)
+                    break;
+                got.append(buf.data(), (size_t)n);
+            }
+            reader_done = true;
+        });
+        ASSERT_TRUE(WaitUntil([&] { return tail_done >= 0 && reader_done; }, 20000));
+        EXPECT_EQ(0, first_rc) << Err(first_rc);
+        EXPECT_EQ(0, tail_rc) << Err(tail_rc);
+        EXPECT_GE(tail_done, first_done);
+        EXPECT_LE(tail_done - first_done, 100) << "the waiting writer did not get the turn promptly";
+        ASSERT_EQ(total + tail.size(), got.size());
+        EXPECT_EQ(-1, FirstPatternMismatch(got.data(), total, 0, 11));
+        EXPECT_EQ(tail, got.substr(total));
+        rn_conn_close(conn);
+        rn_conn_close(acc);
+        rn_server_close(srv);
+        rn_tls_config_free(scfg);
+        rn_tls_config_free(ccfg);
+    });
+}
+
 TEST_P(TlsTest, ClosingSendsCloseNotifySoThePeerSeesACleanEnd) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {

@@ -32,7 +32,6 @@
 #define IN_CAP          (32 * 1024) /* two full records */
 #define WRITE_CHUNK     (64 * 1024) /* plaintext per wolfSSL_write: bounds the queue */
 #define CLOSE_NOTIFY_MS 200         /* how long close waits to hand close_notify to the kernel */
-#define TURN_SLICE_MS   5           /* how often a waiter with a deadline looks again */
 
 /* ---- wolfSSL's I/O callbacks ---------------------------------------------------------- */
 
@@ -129,36 +128,27 @@ static int wolf_fail(struct rn__tls *t, int ret, const char *what)
 
 /* ---- turns ---------------------------------------------------------------------------------- */
 
-/* Wait until *busy is free and take it. Without a deadline the task parks
- * until the holder gives the turn back; with one it looks again every few
- * ms, so that a holder blocked without a deadline cannot make it late. */
+/* Wait until *busy is free and take it: park on the session's waiter list
+ * until the holder gives the turn back, or until the deadline (a timed
+ * park: a holder blocked without a deadline cannot make this call late). */
 static int take(struct rn__tls *t, bool *busy, int64_t deadline)
 {
     rn_conn *c = t->c;
-    bool waited = false;
     while (*busy && !c->f.closing) {
-        waited = true;
-        if (deadline) {
-            int64_t left_ms = (deadline - rn__now_ns()) / 1000000;
-            if (left_ms <= 0)
-                return -ETIMEDOUT;
-            rn_sleep(left_ms < TURN_SLICE_MS ? left_ms : TURN_SLICE_MS);
-            continue;
-        }
         struct rn__tls_waiter w = {.task = c->loop->current, .next = t->waiters};
         t->waiters = &w;
-        rn__task_park(c->loop);
+        int r = rn__task_park_until(c->loop, deadline);
         for (struct rn__tls_waiter **pp = &t->waiters; *pp; pp = &(*pp)->next) {
             if (*pp == &w) {
                 *pp = w.next;
                 break;
             }
         }
+        if (r < 0 && *busy && !c->f.closing)
+            return r; /* -ETIMEDOUT (or -ENOMEM: the wait could not be timed) */
     }
     if (c->f.closing)
         return RN_ECLOSED;
-    if (waited && deadline && rn__now_ns() >= deadline)
-        return -ETIMEDOUT;
     *busy = true;
     return 0;
 }

@@ -415,7 +415,9 @@ static unsigned reap(struct rn__loop *loop, struct uring *u)
     {
         n++;
         uint64_t ud = io_uring_cqe_get_data64(cqe);
-        if (ud == UD_IGNORE)
+        /* LIBURING_UDATA_TIMEOUT: the timeout liburing itself queues for a
+         * timed wait on kernels without EXT_ARG. */
+        if (ud == UD_IGNORE || ud == LIBURING_UDATA_TIMEOUT)
             continue;
         if ((ud & UD_TAG_MASK) == UD_ACCEPT_MS) {
             dispatch_accept(loop, u, (struct rn__fd *)(uintptr_t)(ud & ~UD_TAG_MASK), cqe);
@@ -435,7 +437,21 @@ static int uring_run_once(struct rn__loop *loop, bool wait)
 {
     struct uring *u = loop->bk_state;
     /* One enter both submits what the tasks queued and waits. */
-    int r = wait ? io_uring_submit_and_wait(&u->ring, 1) : io_uring_submit_and_get_events(&u->ring);
+    int r;
+    if (!wait) {
+        r = io_uring_submit_and_get_events(&u->ring);
+    } else if (!loop->wake_at) {
+        r = io_uring_submit_and_wait(&u->ring, 1);
+    } else {
+        /* A timed park is due at wake_at: wait no longer (the timeout rides
+         * in the enter itself, IORING_FEAT_EXT_ARG, 5.11). */
+        int64_t d = loop->wake_at - rn__now_ns();
+        if (d < 0)
+            d = 0;
+        struct __kernel_timespec ts = {.tv_sec = d / 1000000000, .tv_nsec = d % 1000000000};
+        struct io_uring_cqe *cqe;
+        r = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+    }
     loop->stats.enter_calls++;
     if (r > 0)
         loop->stats.ops_submitted += (uint64_t)r;
