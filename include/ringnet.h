@@ -304,7 +304,8 @@ int  rn_tls_config_set_cert(rn_tls_config *cfg, const char *cert_pem, const char
  * As set_ca_file; -EINVAL on a client config. */
 int  rn_tls_config_require_client_cert(rn_tls_config *server_cfg, const char *ca_pem_file);
 /* ALPN protocols in order of preference, "h2,http/1.1"; NULL or "" for
- * none. 0, -EINVAL (an empty or > 255-byte name), -EBUSY. */
+ * none. 0, -EINVAL (an empty or > 255-byte name, a list over 1024 bytes or
+ * over 257 names), -EBUSY. */
 int  rn_tls_config_set_alpn(rn_tls_config *cfg, const char *protocols);
 void rn_tls_config_free(rn_tls_config *cfg);
 

@@ -408,7 +408,7 @@ RN_EXPORT int rn_tls_config_set_alpn(rn_tls_config *cfg, const char *protocols)
     char *copy = NULL;
     if (protocols && *protocols) {
         /* Each name 1..255 bytes (RFC 7301), separated by single commas. */
-        size_t run = 0;
+        size_t run = 0, names = 0;
         for (const char *p = protocols;; p++) {
             if (*p == ',' || *p == '\0') {
                 if (run == 0 || run > 255)
@@ -417,6 +417,7 @@ RN_EXPORT int rn_tls_config_set_alpn(rn_tls_config *cfg, const char *protocols)
                         "tls_config_set_alpn: \"%s\" has an empty or over-long protocol name",
                         protocols);
                 run = 0;
+                names++;
                 if (*p == '\0')
                     break;
             } else {
@@ -425,6 +426,13 @@ RN_EXPORT int rn_tls_config_set_alpn(rn_tls_config *cfg, const char *protocols)
         }
         if (strlen(protocols) > 1024)
             return rn__err(-EINVAL, "tls_config_set_alpn: the protocol list is over 1024 bytes");
+        /* wolfSSL_UseALPN silently drops the names past its limit (found by
+         * tests/fuzz/fuzz_alpn): refuse the list instead. */
+        if (names > WOLFSSL_MAX_ALPN_NUMBER)
+            return rn__err(-EINVAL,
+                           "tls_config_set_alpn: the list has %zu protocol names, more than the %d "
+                           "wolfSSL offers",
+                           names, (int)WOLFSSL_MAX_ALPN_NUMBER);
         copy = strdup(protocols);
         if (!copy)
             return rn__err(-ENOMEM, "tls_config_set_alpn: out of memory");

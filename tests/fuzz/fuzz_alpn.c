@@ -3,9 +3,9 @@
  * that ringnet parses itself before wolfSSL sees it.
  *
  * Input: the string (up to the first NUL). Checks: set_alpn accepts it
- * exactly when every comma-separated name is 1..255 bytes and the whole
- * list at most 1024 (the header's rule), and refuses it with -EINVAL and a
- * sentence otherwise. An accepted, non-empty list must then work: a client
+ * exactly when every comma-separated name is 1..255 bytes, the whole list
+ * at most 1024 bytes and 257 names (the header's rule), and refuses it
+ * with -EINVAL and a sentence otherwise. An accepted, non-empty list must then work: a client
  * with that config starts a handshake over a socketpair, and the
  * ClientHello it sends must carry an ALPN extension holding exactly those
  * names, in that order (the peer parses it, then hangs up; the handshake
@@ -24,12 +24,14 @@ static bool list_valid(const char *s)
         return true; /* "" means no ALPN */
     if (strlen(s) > 1024)
         return false;
-    size_t run = 0;
+    size_t run = 0, names = 0;
     for (const char *p = s;; p++) {
         if (*p == ',' || *p == '\0') {
             if (run == 0 || run > 255)
                 return false;
             run = 0;
+            if (++names > WOLFSSL_MAX_ALPN_NUMBER) /* 257: wolfSSL offers no more */
+                return false;
             if (!*p)
                 return true;
         } else {
