@@ -86,6 +86,15 @@ unset ASAN_OPTIONS UBSAN_OPTIONS
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 build_and_test tsan sanitizer_run
 
+# libFuzzer (tests/fuzz/README.md): seeds recorded from real TLS handshakes
+# with openssl, the committed regression inputs, then every target for 60 s,
+# two at a time; any crash, leak or failed check fails.
+stage "fuzz: libFuzzer targets, 60 s each (clang-14, ASan + UBSan)"
+unset TSAN_OPTIONS
+cmake --preset fuzz
+cmake --build --preset fuzz -j "$jobs"
+sanitizer_run bash tests/fuzz/run.sh build/fuzz/tests/fuzz 60
+
 stage_ok
 echo
 echo "ci/test.sh: all $stages stages passed in $((SECONDS - start))s"

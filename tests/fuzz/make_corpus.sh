@@ -61,12 +61,13 @@ client_seed() {
     local try port pid
     for try in 1 2 3 4 5 6 7 8; do
         port=$((20000 + (RANDOM % 30000)))
-        openssl s_server -accept "127.0.0.1:$port" -naccept 1 -www -quiet "$@" \
+        : >"$logs/$name.server"
+        openssl s_server -accept "127.0.0.1:$port" -naccept 1 -www "$@" \
             >"$logs/$name.server" 2>&1 </dev/null &
         pid=$!
-        # listening, or gone (the port was taken)
-        for _ in $(seq 100); do
-            if ss -ltnH "sport = :$port" 2>/dev/null | grep -q .; then break; fi
+        # listening (it says ACCEPT), or gone (the port was taken)
+        for _ in $(seq 200); do
+            if grep -q '^ACCEPT' "$logs/$name.server"; then break; fi
             if ! kill -0 $pid 2>/dev/null; then break; fi
             sleep 0.05
         done
