@@ -735,6 +735,32 @@ static long server_status_kib(const char *field)
     return v;
 }
 
+/* utime + stime of the server (all its threads), in seconds. */
+static double server_cpu_s(void)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)server_pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the name may hold spaces; fields 3.. follow it */
+    unsigned long long ut, st;
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
 static long peak_fds;
 
 static void sample(void)
@@ -969,6 +995,7 @@ int main(int argc, char **argv)
     printf("soak: server before: %ld fds, RSS %.1f MiB\n", base_fds, base_rss / 1024.0);
     fflush(stdout);
 
+    double base_cpu = server_cpu_s(), base_self_cpu = self_cpu_s();
     t_start = now_s();
     deadline = t_start + opt.seconds;
     next_sample = t_start + SAMPLE_EVERY_S;
@@ -1003,6 +1030,7 @@ int main(int argc, char **argv)
     }
     double t_closed = now_s();
     long peak_hwm = server_status_kib("VmHWM");
+    double run_cpu = server_cpu_s() - base_cpu, run_self_cpu = self_cpu_s() - base_self_cpu;
 
     /* The server closes on its own time: wait for its descriptors. */
     long after_fds = server_fds();
@@ -1100,16 +1128,21 @@ int main(int argc, char **argv)
            "%.1f MiB, after %.1f MiB, after malloc_trim %.1f MiB\n",
            base_fds, peak_fds, after_fds, t_fds_back - t_closed, base_rss / 1024.0, peak_hwm / 1024.0,
            after_rss / 1024.0, trimmed_rss / 1024.0);
+    printf("soak: CPU over the run: server %.1f s (%.0f%% of one core), load %.1f s (%.0f%%); server memory "
+           "at the peak %.0f KiB per connection\n",
+           run_cpu, 100 * run_cpu / run_s, run_self_cpu, 100 * run_self_cpu / run_s,
+           (double)(peak_hwm - base_rss) / (double)opt.conns);
     printf("soak: errors %" PRIu64 "; server: accepted %llu+%llu, echoed %llu+%llu B, clean ends %llu, errors %llu\n",
            n_errors, s_acc_plain, s_acc_tls, s_echo_plain, s_echo_tls, s_eof, s_err);
     printf("soak: %s\n", failed ? "FAILED" : "PASSED");
     printf("SOAKCSV,backend,conns,tls_conns,seconds,all_open_s,closed_s,bytes_out,bytes_in,msgs,errors,"
-           "fds_before,fds_peak,fds_after,rss_before_kib,rss_peak_kib,rss_after_kib,rss_trimmed_kib,result\n");
+           "fds_before,fds_peak,fds_after,rss_before_kib,rss_peak_kib,rss_after_kib,rss_trimmed_kib,server_cpu_s,"
+           "load_cpu_s,result\n");
     printf("SOAKCSV,%s,%ld,%" PRIu64 ",%.0f,%.2f,%.2f,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64
-           ",%ld,%ld,%ld,%ld,%ld,%ld,%ld,%s\n",
+           ",%ld,%ld,%ld,%ld,%ld,%ld,%ld,%.1f,%.1f,%s\n",
            opt.backend, opt.conns, tot[1].conns, opt.seconds, t_all_open ? t_all_open - t_start : -1.0, run_s,
            bytes_out, bytes_in, tot[0].msgs_echoed + tot[1].msgs_echoed, n_errors, base_fds, peak_fds, after_fds,
-           base_rss, peak_hwm, after_rss, trimmed_rss, failed ? "FAILED" : "PASSED");
+           base_rss, peak_hwm, after_rss, trimmed_rss, run_cpu, run_self_cpu, failed ? "FAILED" : "PASSED");
     fflush(stdout);
     cleanup();
     SSL_CTX_free(ssl_ctx);
