@@ -136,6 +136,11 @@ RN_EXPORT int rn_server_accept(rn_server *s, rn_conn **out)
         int r = rn__op_wait(s->loop, &op);
         if (r >= 0) {
             rc = rn__conn_new(s->loop, r, true, out);
+            /* Format the peer's address now: once the peer resets, the
+             * socket has none left to ask for, and the error sentences
+             * would name nobody ("read on : Connection reset by peer"). */
+            if (rc == 0)
+                (void)rn_conn_remote_addr(*out);
             if (rc == 0 && s->tls_cfg) {
                 rc = rn__tls_attach_server(*out, s->tls_cfg);
                 if (rc < 0) {
