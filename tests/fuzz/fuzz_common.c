@@ -135,37 +135,45 @@ static void cert_path(char *out, size_t len, const char *name)
     FUZZ_CHECK(n > 0 && (size_t)n < len, "certificate path too long");
 }
 
-rn_tls_config *rn_fuzz_client_config(void)
+rn_tls_config *rn_fuzz_client_config(unsigned mode)
 {
-    rn_tls_config *cfg;
-    char ca[4096];
+    char ca[4096], cert[4096], key[4096];
     cert_path(ca, sizeof ca, "ca.pem");
+    cert_path(cert, sizeof cert, "client.pem");
+    cert_path(key, sizeof key, "client.key");
     rn_tls_config *c = rn_tls_client_config();
     FUZZ_CHECK(c != NULL, "rn_tls_client_config: %s", rn_last_error());
     int rc = rn_tls_config_set_ca_file(c, ca);
     FUZZ_CHECK(rc == 0, "%s (make the certificates with tests/fuzz/make_corpus.sh, or set RN_FUZZ_CERTS)",
                rn_last_error());
+    if (mode & RN_FUZZ_CLIENT_CERT) {
+        rc = rn_tls_config_set_cert(c, cert, key);
+        FUZZ_CHECK(rc == 0, "%s", rn_last_error());
+    }
     rc = rn_tls_config_set_alpn(c, "h2,http/1.1");
     FUZZ_CHECK(rc == 0, "%s", rn_last_error());
     wolfSSL_CTX_set_session_cache_mode(c->ctx, WOLFSSL_SESS_CACHE_OFF);
-    cfg = c;
-    return cfg;
+    return c;
 }
 
-rn_tls_config *rn_fuzz_server_config(void)
+rn_tls_config *rn_fuzz_server_config(unsigned mode)
 {
-    rn_tls_config *cfg;
-    char cert[4096], key[4096];
+    char cert[4096], key[4096], ca[4096];
     cert_path(cert, sizeof cert, "server.pem");
     cert_path(key, sizeof key, "server.key");
+    cert_path(ca, sizeof ca, "ca.pem");
     rn_tls_config *c = rn_tls_server_config(cert, key);
     FUZZ_CHECK(c != NULL, "%s (make the certificates with tests/fuzz/make_corpus.sh, or set RN_FUZZ_CERTS)",
                rn_last_error());
-    int rc = rn_tls_config_set_alpn(c, "h2,http/1.1");
+    int rc;
+    if (mode & RN_FUZZ_SERVER_MTLS) {
+        rc = rn_tls_config_require_client_cert(c, ca);
+        FUZZ_CHECK(rc == 0, "%s", rn_last_error());
+    }
+    rc = rn_tls_config_set_alpn(c, "h2,http/1.1");
     FUZZ_CHECK(rc == 0, "%s", rn_last_error());
     wolfSSL_CTX_set_session_cache_mode(c->ctx, WOLFSSL_SESS_CACHE_OFF);
-    cfg = c;
-    return cfg;
+    return c;
 }
 
 /* ---- the ringnet side -------------------------------------------------------------- */
@@ -226,7 +234,7 @@ static rn_conn *wrap(int fd)
     return c;
 }
 
-void rn_fuzz_tls_client_side(int fd)
+void rn_fuzz_tls_client_side(int fd, unsigned mode)
 {
     static const int hs_errors[] = {RN_ETLS, RN_ETLS_VERIFY, 0};
     static const int write_errors[] = {RN_ETLS, 0};
@@ -234,8 +242,9 @@ void rn_fuzz_tls_client_side(int fd)
     memset(&rn_fuzz_last, 0, sizeof rn_fuzz_last);
     rn_conn *c = wrap(fd);
     rn_fuzz_rng_reset();
-    rn_tls_config *cfg = rn_fuzz_client_config();
-    int rc = rn_conn_upgrade_to_tls_with(c, "localhost", cfg);
+    rn_tls_config *cfg = rn_fuzz_client_config(mode);
+    int rc = rn_conn_upgrade_to_tls_with(c, (mode & RN_FUZZ_CLIENT_IP) ? "127.0.0.1" : "localhost",
+                                         cfg);
     rn_tls_config_free(cfg); /* the session holds its own reference */
     rn_fuzz_last.handshake = rc;
     if (rc < 0) {
@@ -258,7 +267,7 @@ void rn_fuzz_tls_client_side(int fd)
     FUZZ_CHECK(rc == 0, "rn_conn_close: %s", rn_last_error());
 }
 
-void rn_fuzz_tls_server_side(int fd)
+void rn_fuzz_tls_server_side(int fd, unsigned mode)
 {
     static const int hs_errors[] = {RN_ETLS, RN_ETLS_VERIFY, 0};
     static const int write_errors[] = {RN_ETLS, 0};
@@ -266,7 +275,7 @@ void rn_fuzz_tls_server_side(int fd)
     memset(&rn_fuzz_last, 0, sizeof rn_fuzz_last);
     rn_conn *c = wrap(fd);
     rn_fuzz_rng_reset();
-    rn_tls_config *cfg = rn_fuzz_server_config();
+    rn_tls_config *cfg = rn_fuzz_server_config(mode);
     int rc = rn_conn_accept_tls(c, cfg);
     rn_tls_config_free(cfg); /* the session holds its own reference */
     rn_fuzz_last.handshake = rc;
@@ -293,6 +302,7 @@ void rn_fuzz_tls_server_side(int fd)
 struct exec {
     struct rn_fuzz_chunk chunks[RN_FUZZ_MAX_CHUNKS];
     size_t n;
+    unsigned mode;
     int fd, peer_fd;
     bool server;
 };
@@ -320,16 +330,17 @@ static void exec_main(void *arg)
     struct exec *e = arg;
     FUZZ_CHECK(rn_spawn(peer_main, e) == 0, "rn_spawn: %s", rn_last_error());
     if (e->server)
-        rn_fuzz_tls_server_side(e->fd);
+        rn_fuzz_tls_server_side(e->fd, e->mode);
     else
-        rn_fuzz_tls_client_side(e->fd);
+        rn_fuzz_tls_client_side(e->fd, e->mode);
 }
 
-static void report(const char *side)
+static void report(const char *side, unsigned mode)
 {
     if (!getenv("RN_FUZZ_VERBOSE"))
         return;
-    fprintf(stderr, "rn_fuzz %s: rng_opens=%lu handshake=%d plain=%zu end=%d%s%s\n", side, (unsigned long)atomic_load(&rng_opens), rn_fuzz_last.handshake,
+    fprintf(stderr, "rn_fuzz %s: mode=%u rng_opens=%lu handshake=%d plain=%zu end=%d%s%s\n", side,
+            mode, (unsigned long)atomic_load(&rng_opens), rn_fuzz_last.handshake,
             rn_fuzz_last.plain, rn_fuzz_last.end, rn_fuzz_last.error[0] ? " error: " : "",
             rn_fuzz_last.error);
 }
@@ -337,6 +348,11 @@ static void report(const char *side)
 int rn_fuzz_tls_exec(const uint8_t *data, size_t size, bool server)
 {
     struct exec e = {.server = server};
+    if (size > 0) {
+        e.mode = data[0];
+        data++;
+        size--;
+    }
     e.n = rn_fuzz_split(data, size, e.chunks, RN_FUZZ_MAX_CHUNKS);
     int sv[2];
     FUZZ_CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0, "socketpair: %s",
@@ -345,6 +361,6 @@ int rn_fuzz_tls_exec(const uint8_t *data, size_t size, bool server)
     e.peer_fd = sv[1];
     int rc = rn_run(exec_main, &e);
     FUZZ_CHECK(rc == 0, "rn_run: %d: %s", rc, rn_last_error());
-    report(server ? "server" : "client");
+    report(server ? "server" : "client", e.mode);
     return 0;
 }

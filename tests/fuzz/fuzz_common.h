@@ -28,9 +28,19 @@ void rn_fuzz_rng_reset(void);
 /* How many times wolfSSL opened /dev/urandom so far. */
 unsigned long rn_fuzz_rng_opens(void);
 
-/* The chunked input of the TLS targets: [u16 big-endian length][bytes]...
- * A length past the end takes what is left; zero lengths are skipped. At
- * most RN_FUZZ_MAX_CHUNKS chunks; the rest of the input is the last one. */
+/* The input of the TLS targets: [1 byte: mode][u16 big-endian
+ * length][bytes][u16 length][bytes]... The mode's bits choose the ringnet
+ * side's setup (RN_FUZZ_*); the chunks are what the peer sends, one
+ * message each. A length past the end takes what is left; zero lengths
+ * are skipped. At most RN_FUZZ_MAX_CHUNKS chunks; the rest of the input
+ * is the last one. */
+/* client: connect to "127.0.0.1" (no SNI; the certificate's IP address is
+ * checked by ringnet's verify callback) instead of "localhost" */
+#define RN_FUZZ_CLIENT_IP 1u
+/* client: present client.pem when the server asks (mTLS) */
+#define RN_FUZZ_CLIENT_CERT 2u
+/* server: require a client certificate signed by ca.pem (mTLS) */
+#define RN_FUZZ_SERVER_MTLS 1u
 #define RN_FUZZ_MAX_CHUNKS 64
 struct rn_fuzz_chunk {
     const uint8_t *p;
@@ -39,22 +49,24 @@ struct rn_fuzz_chunk {
 size_t rn_fuzz_split(const uint8_t *data, size_t size, struct rn_fuzz_chunk *out, size_t max);
 
 /* Directory of the certificates make_corpus.sh made (ca.pem, server.pem,
- * server.key): $RN_FUZZ_CERTS, else the one this build's corpus uses. */
+ * server.key, client.pem, client.key): $RN_FUZZ_CERTS, else the one this
+ * build's corpus uses. */
 const char *rn_fuzz_cert_dir(void);
-/* The configs of the TLS targets, made once: the client trusts ca.pem and
- * offers ALPN "h2,http/1.1"; the server serves server.pem. Both with
- * wolfSSL's session cache off, so no input depends on an earlier one.
- * Abort with the reason if they cannot be made. */
-rn_tls_config *rn_fuzz_client_config(void);
-rn_tls_config *rn_fuzz_server_config(void);
+/* The configs of the TLS targets, made for each input (so that nothing of
+ * wolfSSL's lives from one input to the next): the client trusts ca.pem
+ * and offers ALPN "h2,http/1.1"; the server serves server.pem and accepts
+ * the same ALPN names; mode as above. Both with wolfSSL's session cache
+ * off. Abort with the reason if they cannot be made. */
+rn_tls_config *rn_fuzz_client_config(unsigned mode);
+rn_tls_config *rn_fuzz_server_config(unsigned mode);
 
 /* The ringnet side, run in a task: wrap fd (one end of a SOCK_SEQPACKET
- * socketpair) in a conn, run the client handshake (STARTTLS on that conn,
- * host "localhost") or the server one, then send a short request/answer
+ * socketpair) in a conn, run the client handshake (STARTTLS on that conn)
+ * or the server one, then send a short request/answer
  * and read to the end; close. Every result is checked against what the
  * header promises (aborts otherwise). */
-void rn_fuzz_tls_client_side(int fd);
-void rn_fuzz_tls_server_side(int fd);
+void rn_fuzz_tls_client_side(int fd, unsigned mode);
+void rn_fuzz_tls_server_side(int fd, unsigned mode);
 
 /* What one run of the ringnet side did, for the recorder's report. */
 struct rn_fuzz_outcome {
@@ -65,7 +77,7 @@ struct rn_fuzz_outcome {
 };
 extern struct rn_fuzz_outcome rn_fuzz_last;
 
-/* One input of a TLS target: split it into chunks, run the ringnet side
+/* One input of a TLS target: take the mode, split the rest into chunks, run the ringnet side
  * (server or client) on one end of a socketpair and a peer task that sends
  * the chunks on the other, on this thread's loop. With RN_FUZZ_VERBOSE set
  * the outcome goes to stderr (make_corpus.sh checks that every seed

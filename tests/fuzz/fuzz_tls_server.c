@@ -12,7 +12,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    rn_tls_config_free(rn_fuzz_server_config()); /* fails early, with the reason, if the certificates are missing */
+    rn_tls_config_free(rn_fuzz_server_config(0)); /* fails early, with the reason, if the certificates are missing */
     return 0;
 }
 
