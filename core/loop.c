@@ -669,8 +669,22 @@ RN_EXPORT int rn_spawn(rn_task_fn fn, void *arg)
     if (!loop)
         return rn__loop_error();
     struct rn__task *t = task_alloc(loop);
-    if (!t)
-        return rn__err(-ENOMEM, "rn_spawn: cannot map a %zu-byte task stack", loop->stack_size);
+    if (!t) {
+        /* Each stack is two mappings (the guard page splits it): past about
+         * half of vm.max_map_count tasks, mmap or mprotect fails. */
+        int err = errno;
+        long maps = -1;
+        FILE *mf = fopen("/proc/sys/vm/max_map_count", "r");
+        if (mf) {
+            if (fscanf(mf, "%ld", &maps) != 1)
+                maps = -1;
+            fclose(mf);
+        }
+        return rn__err(-ENOMEM,
+                       "rn_spawn: cannot map a %zu-byte task stack (%s) with %zu tasks alive; each task takes two "
+                       "memory mappings and vm.max_map_count is %ld",
+                       loop->stack_size, rn__errname(-err), loop->ntasks, maps);
+    }
     t->fn = fn;
     t->arg = arg;
     task_init_frame(t);

@@ -79,7 +79,10 @@ int rn_run(rn_task_fn fn, void *arg);
 /* Start fn(arg) as a new task on this thread's loop. It first runs when the
  * caller next blocks or yields; tasks spawned from plain main() run during
  * main's next blocking call or rn_run, and never if there is none.
- * 0, -EINVAL (fn NULL), -ENOMEM (no stack), RN_EBACKEND. */
+ * 0, -EINVAL (fn NULL), -ENOMEM (no stack: address space, memory, or
+ * memory mappings ran out; each live task takes two, so vm.max_map_count,
+ * 65530 by default, bounds a thread's process to about 32,000 tasks; the
+ * message says which), RN_EBACKEND. */
 int rn_spawn(rn_task_fn fn, void *arg);
 
 /* Let the other ready tasks run, then continue. Outside a task: runs one
