@@ -104,6 +104,25 @@ static int sticky(struct rn__tls *t)
     return rn__err(t->fatal, "%s", t->fatal_msg);
 }
 
+/* An alert's name. wolfSSL 5.5 has none for some (NULL, printed as
+ * "(null)"): certificate_required, TLS 1.3's refusal of a client without a
+ * certificate, among them. */
+static const char *alert_name(int code)
+{
+    const char *s = wolfSSL_alert_desc_string_long(code);
+    if (s)
+        return s;
+    switch (code) {
+    case 21: return "decryption_failed";
+    case 86: return "inappropriate_fallback";
+    case 109: return "missing_extension";
+    case 110: return "unsupported_extension";
+    case 115: return "unknown_psk_identity";
+    case 116: return "certificate_required";
+    default: return "unknown alert";
+    }
+}
+
 /* A wolfSSL call failed with ret: classify, describe, make it sticky. */
 static int wolf_fail(struct rn__tls *t, int ret, const char *what)
 {
@@ -117,7 +136,7 @@ static int wolf_fail(struct rn__tls *t, int ret, const char *what)
     if (err == FATAL_ERROR && wolfSSL_get_alert_history(t->ssl, &h) == WOLFSSL_SUCCESS &&
         h.last_rx.code > 0) {
         snprintf(why, sizeof why, "the peer sent the fatal alert \"%s\" (%d)",
-                 wolfSSL_alert_desc_string_long(h.last_rx.code), h.last_rx.code);
+                 alert_name(h.last_rx.code), h.last_rx.code);
     } else {
         char eb[160];
         wolfSSL_ERR_error_string_n((unsigned long)err, eb, sizeof eb);
