@@ -126,7 +126,7 @@ TEST_P(PeerFaultTest, PeerResetDuringABlockedWriteAllFailsItPromptlyWithEconnres
         ExpectSigpipeArmed();
         RawPair p;
         ASSERT_TRUE(MakeRawPair(&p));
-        const std::string data = Pattern(64u << 20, 3); /* more than the buffers: the peer never reads */
+        const std::string data(64u << 20, 'p'); /* more than the buffers: the peer never reads */
         int rc = 1;
         size_t written = 0;
         int64_t done_at = -1;
@@ -495,6 +495,49 @@ TEST_P(PeerFaultTest, ServerEndingMidHandshakeFailsTlsConnectWithEtlsOrEconnrese
                 rn_conn_close(c);
         }
         close(lfd);
+        rn_tls_config_free(ccfg);
+    });
+}
+
+/* A server that refuses us with an alert wolfSSL has no name for
+ * (TLS 1.3's certificate_required, 116): the sentence still names it. */
+TEST_P(PeerFaultTest, ClientRefusedForLackOfACertificateIsEtlsNamingTheAlert) {
+    RNT_NEED_CERTS(certs);
+    OnLoopRun([&] {
+        rn_tls_config *scfg = ServerCfg(certs), *ccfg = ClientCfg(certs);
+        ASSERT_EQ(0, rn_tls_config_require_client_cert(scfg, certs->ca.c_str())) << rn_last_error();
+        rn_server *s = nullptr;
+        ASSERT_EQ(0, rn_tls_listen(&s, "127.0.0.1", 0, scfg)) << rn_last_error();
+        int port = PortOf(rn_server_addr(s));
+        int src = 1;
+        std::string smsg;
+        RNT_SPAWN([&] {
+            rn_conn *a = nullptr;
+            ASSERT_EQ(0, rn_server_accept(s, &a));
+            src = rn_conn_handshake(a);
+            smsg = rn_last_error();
+            EXPECT_EQ(0, rn_conn_close(a));
+        });
+        rn_conn *c = nullptr;
+        int rc = rn_tls_connect_with(&c, "localhost", port, ccfg);
+        /* TLS 1.3: the client's handshake ends before the server checks its
+         * certificate; the refusal arrives with the first read. */
+        if (rc == 0) {
+            rn_conn_set_read_deadline(c, 2000);
+            char b;
+            rc = (int)rn_conn_read(c, &b, 1);
+        }
+        std::string msg = rn_last_error();
+        EXPECT_EQ(RN_ETLS, rc) << Err(rc);
+        EXPECT_NE(std::string::npos, msg.find("certificate_required")) << msg;
+        EXPECT_EQ(std::string::npos, msg.find("(null)")) << msg;
+        ASSERT_TRUE(WaitUntil([&] { return src != 1; }));
+        EXPECT_EQ(RN_ETLS_VERIFY, src) << smsg;
+        EXPECT_NE(std::string::npos, smsg.find("no certificate")) << smsg;
+        if (c)
+            rn_conn_close(c);
+        EXPECT_EQ(0, rn_server_close(s));
+        rn_tls_config_free(scfg);
         rn_tls_config_free(ccfg);
     });
 }
