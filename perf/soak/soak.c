@@ -605,6 +605,15 @@ static void cleanup(void)
     }
 }
 
+/* Interrupted (^C, a CI timeout): no server or temporary files left behind.
+ * kill, waitpid, unlink, rmdir and _exit are async-signal-safe; cleanup's
+ * snprintf of a short path is the one liberty taken. */
+static void on_interrupt(int sig)
+{
+    cleanup();
+    _exit(128 + sig);
+}
+
 static void fatal(const char *fmt, ...)
 {
     va_list ap;
@@ -955,6 +964,9 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, on_interrupt);
+    signal(SIGTERM, on_interrupt);
+    signal(SIGHUP, on_interrupt);
     raise_nofile(opt.conns + 64);
 
     char cert[128], key[128];
