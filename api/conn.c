@@ -93,6 +93,8 @@ RN_EXPORT int rn_conn_close(rn_conn *c)
     return 0;
 }
 
+static int io_error(rn_conn *c, const char *what, int err);
+
 RN_EXPORT int rn_conn_shutdown_write(rn_conn *c)
 {
     int rc = rn__conn_enter(c, "shutdown_write");
@@ -100,6 +102,8 @@ RN_EXPORT int rn_conn_shutdown_write(rn_conn *c)
         return rc;
     /* TLS: close_notify first, so the peer reads a clean end. */
     if (c->tls && (rc = rn__tls_shutdown_write(c, rn__deadline_after_ms(c->wr_ms))) < 0) {
+        /* The flush of close_notify returns bare codes: give them a sentence. */
+        rc = io_error(c, "shutdown_write", rc);
         rn__conn_leave(c);
         return rc;
     }
