@@ -360,6 +360,8 @@ TEST_P(PeerFaultTest, TlsWritesAfterThePeerIsGoneAreEpipeOrEconnresetNeverSigpip
         EXPECT_TRUE(again == -EPIPE || again == -ECONNRESET) << Err(again);
         int sw = rn_conn_shutdown_write(p.cli);
         EXPECT_TRUE(sw == -EPIPE || sw == -ECONNRESET) << Err(sw);
+        /* Its own sentence, not the last write's. */
+        EXPECT_NE(std::string::npos, std::string(rn_last_error()).find("shutdown_write")) << rn_last_error();
         ExpectNoSigpipePending();
         /* close tries close_notify toward the gone peer: still 0, no signal. */
         EXPECT_EQ(0, rn_conn_close(p.cli));
