@@ -178,8 +178,13 @@ rn_tls_config *rn_fuzz_server_config(unsigned mode)
 
 /* ---- the ringnet side -------------------------------------------------------------- */
 
+/* The input being run (NULL in the recorder): a peer may put "(null)" in
+ * its certificate's subject itself. */
+static const uint8_t *cur_input;
+static size_t cur_len;
+
 /* A failed call must say why: a code the header lists for it and a
- * sentence in rn_last_error. */
+ * sentence in rn_last_error, with no NULL string printed into it. */
 static void check_failure(const char *call, int rc, const int *allowed)
 {
     bool ok = false;
@@ -189,7 +194,9 @@ static void check_failure(const char *call, int rc, const int *allowed)
     FUZZ_CHECK(ok, "%s returned %d (%s), not a code it may return; detail: %s", call, rc,
                rn_strerror(rc), msg ? msg : "(none)");
     FUZZ_CHECK(msg && *msg, "%s failed with %d and no detail", call, rc);
-    FUZZ_CHECK(strstr(msg, "(null)") == NULL, "%s: a NULL string in the detail: %s", call, msg);
+    FUZZ_CHECK(strstr(msg, "(null)") == NULL ||
+                   (cur_input && memmem(cur_input, cur_len, "(null)", 6) != NULL),
+               "%s: a NULL string in the detail: %s", call, msg);
     snprintf(rn_fuzz_last.error, sizeof rn_fuzz_last.error, "%s", msg);
 }
 
@@ -353,6 +360,8 @@ int rn_fuzz_tls_exec(const uint8_t *data, size_t size, bool server)
         data++;
         size--;
     }
+    cur_input = data;
+    cur_len = size;
     e.n = rn_fuzz_split(data, size, e.chunks, RN_FUZZ_MAX_CHUNKS);
     int sv[2];
     FUZZ_CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0, "socketpair: %s",
@@ -361,6 +370,7 @@ int rn_fuzz_tls_exec(const uint8_t *data, size_t size, bool server)
     e.peer_fd = sv[1];
     int rc = rn_run(exec_main, &e);
     FUZZ_CHECK(rc == 0, "rn_run: %d: %s", rc, rn_last_error());
+    cur_input = NULL;
     report(server ? "server" : "client", e.mode);
     return 0;
 }
