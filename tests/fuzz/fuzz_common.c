@@ -33,17 +33,24 @@ void rn_fuzz_fail(const char *file, int line, const char *cond, const char *fmt,
 static atomic_ulong rng_opens;  /* since the last reset: picks the stream */
 static atomic_ulong rng_total;  /* ever, for the report */
 
+/* wolfSSL keeps process-wide state made at first use (ECDHE on the NIST
+ * curves draws from a generator of its own): each input brings the library
+ * up itself and takes it down to nothing afterwards (rn_fuzz_wolf_down),
+ * so that every input finds it as the first one did. Up and down inside
+ * one input also keep libFuzzer's malloc/free count per input honest: a
+ * leak is reported against the input that made it. No wolfSSL object
+ * lives between inputs (the configs are made per input). */
 void rn_fuzz_rng_reset(void)
 {
     atomic_store(&rng_opens, 0);
-    /* wolfSSL also keeps process-wide generators, made at their first use
-     * (ECDHE on the NIST curves draws from one): take the library down to
-     * nothing and start it again, so that every input finds it as the
-     * first one did. No wolfSSL object lives between inputs (the configs
-     * are made per input), and ringnet's own wolfSSL_Init reference is
-     * given back by the second call. */
-    wolfSSL_Cleanup();
     wolfSSL_Init();
+}
+
+void rn_fuzz_wolf_down(void)
+{
+    /* ringnet's own wolfSSL_Init (once, at its first config) is the
+     * reference the first call gives back; after that each input's. */
+    wolfSSL_Cleanup();
 }
 
 unsigned long rn_fuzz_rng_opens(void)
@@ -370,6 +377,7 @@ int rn_fuzz_tls_exec(const uint8_t *data, size_t size, bool server)
     e.peer_fd = sv[1];
     int rc = rn_run(exec_main, &e);
     FUZZ_CHECK(rc == 0, "rn_run: %d: %s", rc, rn_last_error());
+    rn_fuzz_wolf_down();
     cur_input = NULL;
     report(server ? "server" : "client", e.mode);
     return 0;

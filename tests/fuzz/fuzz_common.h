@@ -23,8 +23,13 @@ void rn_fuzz_fail(const char *file, int line, const char *cond, const char *fmt,
  * targets define open() so that this path reads a fixed stream instead,
  * restarted by rn_fuzz_rng_reset: the same input then meets the same
  * ClientHello / ServerHello, and a recorded peer flight (make_corpus.sh)
- * stays valid when it is replayed. */
+ * stays valid when it is replayed. rn_fuzz_rng_reset also brings wolfSSL
+ * up (wolfSSL_Init), rn_fuzz_wolf_down takes it down to nothing
+ * (wolfSSL_Cleanup): one pair per input, so that no state wolfSSL makes
+ * at first use carries over. Call rn_fuzz_wolf_down once after making a
+ * config outside an input (ringnet's first config brings wolfSSL up). */
 void rn_fuzz_rng_reset(void);
+void rn_fuzz_wolf_down(void);
 /* How many times wolfSSL opened /dev/urandom so far. */
 unsigned long rn_fuzz_rng_opens(void);
 

@@ -15,7 +15,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=$(cd "${1:?usage: run.sh BIN_DIR [SECONDS]}" && pwd)
 secs=${2:-60}
-targets=(tls_client tls_server addr alpn)
+# RN_FUZZ_TARGETS: a subset, e.g. "tls_client tls_server" (default: all)
+read -r -a targets <<<"${RN_FUZZ_TARGETS:-tls_client tls_server addr alpn}"
 
 export ASAN_OPTIONS=${RN_FUZZ_ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -137,6 +137,7 @@ int main(int argc, char **argv)
         rn_tls_config_free(rn_fuzz_server_config(j.mode)); /* fails early, with the reason, if the certificates are missing */
     else
         rn_tls_config_free(rn_fuzz_client_config(j.mode)); /* fails early, with the reason, if the certificates are missing */
+    rn_fuzz_wolf_down();
     out = fopen(path, "wb");
     if (!out || fputc((int)j.mode, out) == EOF) {
         perror(path);
