@@ -44,6 +44,9 @@ void rn__conn_leave(rn_conn *c);
  * 0 at EOF, or an error. send_all: 0 or an error; *sent (if not NULL) gets
  * the bytes sent either way. */
 ssize_t rn__conn_recv(rn_conn *c, void *buf, size_t len, int64_t deadline);
+/* rn__conn_recv into a lent buffer (rn__lend_release it): bytes (> 0) at
+ * *buf, 0 at EOF, or an error; *buf is NULL unless bytes came. */
+ssize_t rn__conn_recv_lent(rn_conn *c, void **buf, int64_t deadline);
 int rn__conn_send_all(rn_conn *c, const void *buf, size_t len, int64_t deadline, size_t *sent);
 
 /* Wrap an open, connected descriptor into a new conn (fd_open done). */
@@ -73,6 +76,10 @@ int rn__listen(rn_server **out, const char *host, int port, const rn_tls_config 
  * call these instead of the socket. */
 ssize_t rn__tls_read(rn_conn *c, void *buf, size_t max, int64_t deadline);
 ssize_t rn__tls_write(rn_conn *c, const void *buf, size_t len, int64_t deadline);
+/* rn__tls_read into a lent buffer (RN__LEND_SIZE bytes), taken only once
+ * ciphertext is there: > 0 with *out set (the caller releases it), 0 at the
+ * end, or an error (*out NULL). */
+ssize_t rn__tls_read_lent(rn_conn *c, void **out, int64_t deadline);
 /* Hand the ciphertext still queued to the kernel (write_all ends with it,
  * so that its 0 means sent, not queued). 0 or an error. */
 int rn__tls_flush(rn_conn *c, int64_t deadline);

@@ -178,6 +178,19 @@ ssize_t rn__conn_recv(rn_conn *c, void *buf, size_t len, int64_t deadline)
     return rn__op_wait(c->loop, &op);
 }
 
+ssize_t rn__conn_recv_lent(rn_conn *c, void **buf, int64_t deadline)
+{
+    struct rn__op op = {.kind = RN__OP_RECV, .lend = true, .f = &c->f, .len = RN__LEND_SIZE, .deadline = deadline};
+    int r = rn__op_wait(c->loop, &op);
+    if (r > 0) {
+        *buf = op.buf;
+    } else {
+        rn__lend_release(c->loop, op.buf);
+        *buf = NULL;
+    }
+    return r;
+}
+
 int rn__conn_send_all(rn_conn *c, const void *buf, size_t len, int64_t deadline, size_t *sent)
 {
     const char *p = buf;
@@ -304,35 +317,26 @@ RN_EXPORT ssize_t rn_conn_read_lent(rn_conn *c, const void **data)
             c->kept_off = 0;
         r = (ssize_t)n;
     } else if (c->tls) {
-        /* TLS decrypts into a heap buffer: there is no ciphertext-free wait
-         * to save, but the call works alike on every connection. */
-        void *b = rn__lend_alloc(c->loop);
-        if (!b) {
-            r = rn__err(-ENOMEM, "read_lent: out of memory for a buffer");
-        } else {
-            r = rn__tls_read(c, b, RN__LEND_SIZE, rn__deadline_after_ms(c->rd_ms));
-            if (r > 0) {
-                drop_lent(c); /* another task's lent read ended meanwhile: its bytes are stale now */
-                c->lent = b;
-                *data = b;
-            } else {
-                rn__lend_release(c->loop, b);
-                if (r < 0)
-                    r = io_error(c, "read_lent", (int)r);
-            }
-        }
-    } else {
-        struct rn__op op = {.kind = RN__OP_RECV, .lend = true, .f = &c->f, .len = RN__LEND_SIZE,
-                            .deadline = rn__deadline_after_ms(c->rd_ms)};
-        r = rn__op_wait(c->loop, &op);
+        /* The plaintext goes into a heap buffer from the loop's cache,
+         * taken once ciphertext has come. */
+        void *b;
+        r = rn__tls_read_lent(c, &b, rn__deadline_after_ms(c->rd_ms));
         if (r > 0) {
             drop_lent(c);
-            c->lent = op.buf;
-            *data = op.buf;
-        } else {
-            rn__lend_release(c->loop, op.buf); /* filled by nothing, or by bytes a close made moot */
-            if (r < 0)
-                r = io_error(c, "read_lent", (int)r);
+            c->lent = b;
+            *data = b;
+        } else if (r < 0) {
+            r = io_error(c, "read_lent", (int)r);
+        }
+    } else {
+        void *b;
+        r = rn__conn_recv_lent(c, &b, rn__deadline_after_ms(c->rd_ms));
+        if (r > 0) {
+            drop_lent(c); /* another task's lent read ended meanwhile: its bytes are stale now */
+            c->lent = b;
+            *data = b;
+        } else if (r < 0) {
+            r = io_error(c, "read_lent", (int)r);
         }
     }
     rn__conn_leave(c);

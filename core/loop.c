@@ -409,6 +409,19 @@ void rn__task_park(struct rn__loop *loop)
     t->parked = false;
 }
 
+__attribute__((noinline)) void rn__task_trim_stack(struct rn__loop *loop)
+{
+    struct rn__task *t = loop->current;
+    if (t == &loop->root || !t->stack)
+        return;
+    size_t page = page_size();
+    uintptr_t lo = (uintptr_t)t->stack + page; /* above the guard page */
+    /* At least 1 KiB below this frame stays: madvise's own frame goes there. */
+    uintptr_t end = ((uintptr_t)__builtin_frame_address(0) - 1024) & ~(uintptr_t)(page - 1);
+    if (end > lo)
+        (void)madvise((void *)lo, end - lo, MADV_DONTNEED);
+}
+
 /* ---- operations --------------------------------------------------------------- */
 
 int rn__op_wait(struct rn__loop *loop, struct rn__op *op)

@@ -206,6 +206,12 @@ void rn__task_park(struct rn__loop *loop);
 int rn__task_park_until(struct rn__loop *loop, int64_t deadline);
 void rn__task_wake(struct rn__loop *loop, struct rn__task *t);
 
+/* Give the kernel back the pages of the current task's stack below the
+ * caller's frame (they hold only dead frames): after a deep call such as a
+ * TLS handshake, so that an idle task keeps only the pages it still uses.
+ * Nothing outside tasks. */
+void rn__task_trim_stack(struct rn__loop *loop);
+
 /* Close f's descriptor the safe way: mark closing, cancel what is in flight,
  * wait for it to drain, close(2). */
 void rn__fd_close(struct rn__loop *loop, struct rn__fd *f);

@@ -4,7 +4,9 @@
  * second (openssl s_time -new) and bulk throughput (openssl s_client) against
  * it and against openssl s_server.
  *
- * Usage: rn_tls_server --cert PEM --key PEM [--port N] [--backend B] [--probe]
+ * Usage: rn_tls_server --cert PEM --key PEM [--port N] [--backend B] [--lent] [--probe]
+ * --lent reads with rn_conn_read_lent instead of into a 16 KiB buffer on
+ * the task's stack.
  * Prints "listening <addr> backend <name>" once ready. --probe only checks
  * that a TLS listener can be made (exit 0) or says why not (exit 1): the
  * benchmark script skips TLS when it cannot. SIGTERM/SIGINT end it. */
@@ -21,7 +23,7 @@
 static volatile sig_atomic_t want_stop;
 static int port;
 static const char *cert, *key;
-static bool probe;
+static bool probe, lent;
 static int status;
 
 static void on_signal(int sig)
@@ -35,6 +37,15 @@ static void handle_client(void *arg)
     rn_conn *c = arg;
     char buf[16384]; /* one TLS record's worth */
     while (rn_conn_read(c, buf, sizeof buf) > 0)
+        ;
+    rn_conn_close(c);
+}
+
+static void handle_client_lent(void *arg)
+{
+    rn_conn *c = arg;
+    const void *data;
+    while (rn_conn_read_lent(c, &data) > 0)
         ;
     rn_conn_close(c);
 }
@@ -79,7 +90,7 @@ static void main_task(void *arg)
             break;
         if (rc < 0)
             continue;
-        if (rn_spawn(handle_client, c) < 0)
+        if (rn_spawn(lent ? handle_client_lent : handle_client, c) < 0)
             rn_conn_close(c);
     }
     rn_tls_config_free(cfg);
@@ -91,6 +102,10 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (!strcmp(a, "--probe")) {
             probe = true;
+            continue;
+        }
+        if (!strcmp(a, "--lent")) {
+            lent = true;
             continue;
         }
         if (i + 1 >= argc) {
@@ -107,7 +122,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--backend"))
             rn_set_backend(v);
         else {
-            fprintf(stderr, "usage: %s --cert PEM --key PEM [--port N] [--backend B] [--probe]\n",
+            fprintf(stderr, "usage: %s --cert PEM --key PEM [--port N] [--backend B] [--lent] [--probe]\n",
                     argv[0]);
             return 2;
         }

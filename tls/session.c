@@ -29,7 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define IN_CAP          (32 * 1024) /* two full records */
 #define WRITE_CHUNK     (64 * 1024) /* plaintext per wolfSSL_write: bounds the queue */
 #define CLOSE_NOTIFY_MS 200         /* how long close waits to hand close_notify to the kernel */
 
@@ -45,8 +44,11 @@ int rn__tls_cb_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx)
     memcpy(buf, t->in.p + t->in.off, n);
     t->in.off += n;
     t->in.len -= n;
-    if (t->in.len == 0)
-        t->in.off = 0;
+    if (t->in.len == 0) { /* wolfSSL has it all: the buffer goes back, an idle session holds none */
+        rn__lend_release(t->c->loop, t->in.p);
+        t->in.p = NULL;
+        t->in.off = t->in.cap = 0;
+    }
     return (int)n;
 }
 
@@ -214,17 +216,33 @@ static int flush_locked(struct rn__tls *t, int64_t deadline)
 }
 
 /* Receive more ciphertext into `in` (rd_busy held; called only when wolfSSL
- * has taken all of it). Bytes (> 0), 0 at end of stream, or an error. */
+ * has taken all of it, so `in` holds no buffer). The bytes land in a lent
+ * buffer, which the receive callback gives back once wolfSSL has taken
+ * them all: a session waiting for its peer holds no inbound buffer. Bytes
+ * (> 0), 0 at end of stream, or an error. */
 static ssize_t fill_locked(struct rn__tls *t, int64_t deadline)
 {
     if (t->in_eof)
         return 0;
-    t->in.off = 0;
-    ssize_t r = rn__conn_recv(t->c, t->in.p + t->in.len, t->in.cap - t->in.len, deadline);
-    if (r > 0)
-        t->in.len += (size_t)r;
-    else if (r == 0)
+    if (!t->wr_busy && t->q.len == 0 && t->tx.len == 0 && (t->q.p || t->tx.p)) {
+        /* Nothing to send and nobody sending: the outbound buffers go too,
+         * so a session waiting for its peer holds none (the next write
+         * allocates again). */
+        free(t->q.p);
+        free(t->tx.p);
+        memset(&t->q, 0, sizeof t->q);
+        memset(&t->tx, 0, sizeof t->tx);
+    }
+    void *b;
+    ssize_t r = rn__conn_recv_lent(t->c, &b, deadline);
+    if (r > 0) {
+        t->in.p = b;
+        t->in.cap = RN__LEND_SIZE;
+        t->in.off = 0;
+        t->in.len = (size_t)r;
+    } else if (r == 0) {
         t->in_eof = true;
+    }
     return r;
 }
 
@@ -269,11 +287,9 @@ int rn__tls_session_attach(rn_conn *c, rn_tls_config *cfg, const char *host, boo
 {
     rn__tls_thread_used();
     struct rn__tls *t = calloc(1, sizeof *t);
-    char *in = malloc(IN_CAP);
     WOLFSSL *ssl = wolfSSL_new(cfg->ctx);
-    if (!t || !in || !ssl) {
+    if (!t || !ssl) {
         free(t);
-        free(in);
         if (ssl)
             wolfSSL_free(ssl);
         return rn__err(-ENOMEM, "tls: out of memory for a session");
@@ -281,8 +297,6 @@ int rn__tls_session_attach(rn_conn *c, rn_tls_config *cfg, const char *host, boo
     t->c = c;
     t->ssl = ssl;
     t->server = server;
-    t->in.p = in;
-    t->in.cap = IN_CAP;
     wolfSSL_SetIOReadCtx(ssl, t);
     wolfSSL_SetIOWriteCtx(ssl, t);
     const char *failed = NULL;
@@ -313,7 +327,6 @@ int rn__tls_session_attach(rn_conn *c, rn_tls_config *cfg, const char *host, boo
         failed = "setting ALPN";
     if (failed) {
         wolfSSL_free(ssl);
-        free(in);
         free(t);
         return rn__err(server ? RN_ETLS : -EINVAL, "tls: %s%s%s failed", failed,
                        server ? "" : " for ", server ? "" : host);
@@ -330,7 +343,7 @@ void rn__tls_free(rn_conn *c)
     if (!t)
         return;
     wolfSSL_free(t->ssl);
-    free(t->in.p);
+    rn__lend_release(c->loop, t->in.p);
     free(t->q.p);
     free(t->tx.p);
     rn__tls_config_unref(t->cfg);
@@ -379,6 +392,9 @@ static int handshake_locked(struct rn__tls *t, int64_t deadline, const char *wha
                 t->alpn[len] = '\0';
             }
             t->hs_done = true;
+            /* The handshake's deep wolfSSL frames touched tens of KiB of
+             * this task's stack that an idle connection would keep. */
+            rn__task_trim_stack(t->c->loop);
             return 0;
         }
         ssize_t got = fill_locked(t, deadline);
@@ -456,6 +472,44 @@ static ssize_t read_locked(struct rn__tls *t, char *buf, size_t max, int64_t dea
                            peer_of(t));
         return wolf_fail(t, n, "read");
     }
+}
+
+ssize_t rn__tls_read_lent(rn_conn *c, void **out, int64_t deadline)
+{
+    struct rn__tls *t = c->tls;
+    *out = NULL;
+    int rc = rn__tls_handshake(c, deadline, "read_lent");
+    if (rc < 0)
+        return rc;
+    if (t->got_close_notify)
+        return 0;
+    if (t->fatal)
+        return sticky(t);
+    rc = take(t, &t->rd_busy, deadline);
+    if (rc < 0)
+        return rc;
+    /* Wait for ciphertext before taking a plaintext buffer, so that a
+     * session waiting for its peer holds none. */
+    ssize_t r = 1;
+    while (t->in.len == 0 && wolfSSL_pending(t->ssl) == 0 && !t->in_eof && !t->got_close_notify) {
+        r = fill_locked(t, deadline);
+        if (r <= 0)
+            break;
+    }
+    if (r >= 0) {
+        void *b = rn__lend_alloc(c->loop);
+        if (!b) {
+            r = rn__err(-ENOMEM, "read_lent: out of memory for a buffer");
+        } else {
+            r = read_locked(t, b, RN__LEND_SIZE, deadline);
+            if (r > 0)
+                *out = b;
+            else
+                rn__lend_release(c->loop, b);
+        }
+    }
+    give(t, &t->rd_busy);
+    return r;
 }
 
 ssize_t rn__tls_read(rn_conn *c, void *buf, size_t max, int64_t deadline)
