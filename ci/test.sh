@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test.sh - what CI runs: install what is missing, then build and run every
-# test three times: the debug preset, the asan preset (ASan + UBSan), the
-# tsan preset (ThreadSanitizer). Warnings are errors in all. Stops at the
-# first failure.
+# test: the debug preset (gcc), the soak on both backends, Valgrind memcheck
+# of a subset, the asan preset (ASan + UBSan), the tsan preset
+# (ThreadSanitizer) and the libFuzzer targets. Warnings are errors in all.
+# Stops at the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -85,9 +86,7 @@ done
 # io_uring_enter that waits on another thread; ASan and TSan cover
 # io_uring. Left out: what is too slow under memcheck (multi-MiB pattern
 # writes checked on every send, thousands of clients) or the out-of-
-# descriptor test (Valgrind keeps descriptors of its own), and
-# DnsTest.ResolveParksOnlyItsTaskWhileOtherTasksKeepRunning, whose ticker
-# task reads a local of a finished task (a test bug memcheck reports).
+# descriptor test (Valgrind keeps descriptors of its own).
 stage "valgrind: memcheck over the epoll instances of a representative subset (debug build)"
 valgrind_filter='*CloseTest*/epoll:*RaceTest*/epoll:*PeerFaultTest*/epoll:*TcpTest*/epoll'
 valgrind_filter+=':*TasksTest*/epoll:*TlsTest*/epoll:*StarttlsTest*/epoll:*DnsTest*/epoll'
@@ -99,7 +98,6 @@ valgrind_filter+=':ErrorsTest.*:TlsConfigTest.*:TaskStackSizeTest.*'
 valgrind_filter+=':-*TwoThousand*:*ThreeHundred*:*WriteDeadlineLoses*:*AWriterWaitingForTheTurn*'
 valgrind_filter+=':*DeadlineTest.ReadDeadlineDoesNotBoundWrites*:*DeadlineTest.SetDeadlineBoundsBoth*:*LentTest.ConcurrentEchoes*'
 valgrind_filter+=':*LentTest.FourMebibytes*:*LentTest.MoreHolders*'
-valgrind_filter+=':*DnsTest.ResolveParksOnlyItsTaskWhileOtherTasksKeepRunning*'
 timeout 600 valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
     --suppressions=tests/valgrind.supp --num-callers=30 \
     build/debug/tests/ringnet_tests --gtest_filter="$valgrind_filter" --gtest_brief=1

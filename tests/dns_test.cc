@@ -135,7 +135,7 @@ TEST_P(DnsTest, NullArgumentsAreEinval) {
 TEST_P(DnsTest, ResolveParksOnlyItsTaskWhileOtherTasksKeepRunning) {
     OnLoopRun([&] {
         long ticks = 0, ticks_during = 0;
-        bool resolving = true;
+        bool resolving = true, ticker_done = false;
         int failures = 0;
         RNT_SPAWN([&] {
             /* Ticks while the resolver works, and sleeps now and then so the
@@ -147,6 +147,7 @@ TEST_P(DnsTest, ResolveParksOnlyItsTaskWhileOtherTasksKeepRunning) {
                 else
                     rn_yield();
             }
+            ticker_done = true;
         });
         RNT_SPAWN([&] {
             for (int i = 0; i < 20; i++) {
@@ -159,6 +160,8 @@ TEST_P(DnsTest, ResolveParksOnlyItsTaskWhileOtherTasksKeepRunning) {
             resolving = false;
         });
         EXPECT_TRUE(WaitUntil([&] { return !resolving; }));
+        /* The ticker reads these locals: they must outlive it. */
+        EXPECT_TRUE(WaitUntil([&] { return ticker_done; }));
         EXPECT_EQ(0, failures);
         EXPECT_GT(ticks, 0);
         EXPECT_GT(ticks_during, 0) << "no other task ran while a resolve was in progress";
