@@ -578,7 +578,14 @@ bool rn__tls_is_verify_error(struct rn__tls *t, int wolf_err)
 static void peer_names(WOLFSSL *ssl, char *out, size_t outlen)
 {
     out[0] = '\0';
-    WOLFSSL_X509 *x = wolfSSL_get_peer_certificate(ssl);
+    /* The leaf decoded afresh from the chain the peer sent, not
+     * wolfSSL_get_peer_certificate: after some refusals wolfSSL 5.5 has
+     * filled ssl->peerCert only partly, and get_peer_certificate then
+     * decodes the leaf over it, losing what was there (19 KB a handshake;
+     * found by tests/fuzz/fuzz_tls_client). */
+    WOLFSSL_X509_CHAIN *chain = wolfSSL_get_peer_chain(ssl);
+    WOLFSSL_X509 *x =
+        chain && wolfSSL_get_chain_count(chain) > 0 ? wolfSSL_get_chain_X509(chain, 0) : NULL;
     if (!x)
         return;
     size_t used = 0;
