@@ -93,17 +93,18 @@ RN_EXPORT int rn_conn_close(rn_conn *c)
     return 0;
 }
 
-static int io_error(rn_conn *c, const char *what, int err);
+static int io_error(rn_conn *c, const char *what, int err, unsigned mark);
 
 RN_EXPORT int rn_conn_shutdown_write(rn_conn *c)
 {
+    unsigned mark = rn__err_mark();
     int rc = rn__conn_enter(c, "shutdown_write");
     if (rc < 0)
         return rc;
     /* TLS: close_notify first, so the peer reads a clean end. */
     if (c->tls && (rc = rn__tls_shutdown_write(c, rn__deadline_after_ms(c->wr_ms))) < 0) {
         /* The flush of close_notify returns bare codes: give them a sentence. */
-        rc = io_error(c, "shutdown_write", rc);
+        rc = io_error(c, "shutdown_write", rc, mark);
         rn__conn_leave(c);
         return rc;
     }
@@ -211,8 +212,12 @@ int rn__conn_send_all(rn_conn *c, const void *buf, size_t len, int64_t deadline,
     return rc;
 }
 
-static int io_error(rn_conn *c, const char *what, int err)
+/* The sentence for a failed transfer, unless this call's task already
+ * wrote a more specific one since mark (TLS, argument checks). */
+static int io_error(rn_conn *c, const char *what, int err, unsigned mark)
 {
+    if (rn__err_since(mark))
+        return err;
     if (err == -ETIMEDOUT)
         return rn__err(err, "%s on %s: deadline passed", what, rn_conn_remote_addr(c));
     if (err == RN_ECLOSED)
@@ -277,6 +282,7 @@ static void drop_lent(rn_conn *c)
 
 RN_EXPORT ssize_t rn_conn_read(rn_conn *c, void *buf, size_t max)
 {
+    unsigned mark = rn__err_mark();
     int rc = rn__conn_enter(c, "read");
     if (rc < 0)
         return rc;
@@ -289,7 +295,7 @@ RN_EXPORT ssize_t rn_conn_read(rn_conn *c, void *buf, size_t max)
     } else {
         r = read_some(c, buf, max, rn__deadline_after_ms(c->rd_ms));
         if (r < 0)
-            r = io_error(c, "read", (int)r);
+            r = io_error(c, "read", (int)r, mark);
     }
     rn__conn_leave(c);
     return r;
@@ -299,6 +305,7 @@ RN_EXPORT ssize_t rn_conn_read_lent(rn_conn *c, const void **data)
 {
     if (data)
         *data = NULL;
+    unsigned mark = rn__err_mark();
     int rc = rn__conn_enter(c, "read_lent");
     if (rc < 0)
         return rc;
@@ -326,7 +333,7 @@ RN_EXPORT ssize_t rn_conn_read_lent(rn_conn *c, const void **data)
             c->lent = b;
             *data = b;
         } else if (r < 0) {
-            r = io_error(c, "read_lent", (int)r);
+            r = io_error(c, "read_lent", (int)r, mark);
         }
     } else {
         void *b;
@@ -336,7 +343,7 @@ RN_EXPORT ssize_t rn_conn_read_lent(rn_conn *c, const void **data)
             c->lent = b;
             *data = b;
         } else if (r < 0) {
-            r = io_error(c, "read_lent", (int)r);
+            r = io_error(c, "read_lent", (int)r, mark);
         }
     }
     rn__conn_leave(c);
@@ -351,6 +358,7 @@ RN_EXPORT void rn_conn_release_lent(rn_conn *c)
 
 RN_EXPORT int rn_conn_read_exact(rn_conn *c, void *buf, size_t len)
 {
+    unsigned mark = rn__err_mark();
     int rc = rn__conn_enter(c, "read_exact");
     if (rc < 0)
         return rc;
@@ -370,7 +378,7 @@ RN_EXPORT int rn_conn_read_exact(rn_conn *c, void *buf, size_t len)
             break;
         }
         if (r < 0) {
-            rc = io_error(c, "read_exact", (int)r);
+            rc = io_error(c, "read_exact", (int)r, mark);
             break;
         }
         got += (size_t)r;
@@ -384,6 +392,7 @@ RN_EXPORT int rn_conn_read_exact(rn_conn *c, void *buf, size_t len)
 
 RN_EXPORT ssize_t rn_conn_write(rn_conn *c, const void *buf, size_t len)
 {
+    unsigned mark = rn__err_mark();
     int rc = rn__conn_enter(c, "write");
     if (rc < 0)
         return rc;
@@ -401,7 +410,7 @@ RN_EXPORT ssize_t rn_conn_write(rn_conn *c, const void *buf, size_t len)
         r = rn__op_wait(c->loop, &op);
     }
     if (r < 0)
-        r = io_error(c, "write", (int)r);
+        r = io_error(c, "write", (int)r, mark);
     rn__conn_leave(c);
     return r;
 }
@@ -409,6 +418,7 @@ RN_EXPORT ssize_t rn_conn_write(rn_conn *c, const void *buf, size_t len)
 RN_EXPORT int rn_conn_write_all_n(rn_conn *c, const void *buf, size_t len, size_t *written)
 {
     size_t done = 0;
+    unsigned mark = rn__err_mark();
     int rc = rn__conn_enter(c, "write_all");
     if (rc < 0)
         goto out;
@@ -434,7 +444,7 @@ RN_EXPORT int rn_conn_write_all_n(rn_conn *c, const void *buf, size_t len, size_
         rc = rn__conn_send_all(c, buf, len, deadline, &done);
     }
     if (rc < 0)
-        rc = io_error(c, "write_all", rc);
+        rc = io_error(c, "write_all", rc, mark);
     rn__conn_leave(c);
 out:
     if (written)

@@ -220,6 +220,11 @@ void rn__fd_close(struct rn__loop *loop, struct rn__fd *f);
 
 /* Record the detail for rn_last_error() and return err (for `return rn__err(...)`). */
 int rn__err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A mark of the sentences written so far, and whether the current task has
+ * written one since: a call that fails asks before writing its generic
+ * sentence, so the specific one a deeper layer wrote stays. */
+unsigned rn__err_mark(void);
+bool rn__err_since(unsigned mark);
 /* errno name such as "ECONNREFUSED" (for messages). */
 const char *rn__errname(int err);
 

@@ -114,4 +114,40 @@ TEST_P(ErrorsBackendTest, LastErrorIsThreadLocal) {
     EXPECT_EQ(a_first, a_later) << "thread B's failure replaced thread A's error";
 }
 
+/* A call that fails in an argument check keeps that check's sentence; an
+ * I/O failure gets the call's own; and when another task fails while this
+ * one is blocked, this call's sentence is still the one it returns with. */
+TEST_P(ErrorsBackendTest, EachFailedCallLeavesItsOwnMostSpecificSentence) {
+    OnLoopRun([&] {
+        Pair p;
+        ASSERT_TRUE(MakePair(&p));
+        EXPECT_EQ(-EINVAL, rn_conn_write(p.cli, nullptr, 5));
+        EXPECT_STREQ("write: buf is NULL", rn_last_error());
+        EXPECT_EQ(-EINVAL, rn_conn_write_all(p.cli, nullptr, 5));
+        EXPECT_STREQ("write_all: buf is NULL", rn_last_error());
+        char buf[8];
+        EXPECT_EQ(-EINVAL, rn_conn_read(p.cli, nullptr, 8));
+        EXPECT_STREQ("read: buf is NULL", rn_last_error());
+        /* A read blocked past its deadline while another task fails a
+         * connect meanwhile: the read's sentence is the read's. */
+        rn_conn_set_read_deadline(p.acc, 100);
+        ssize_t r = 1;
+        std::string after_read;
+        bool done = false;
+        RNT_SPAWN([&] {
+            r = rn_conn_read(p.acc, buf, sizeof buf);
+            after_read = rn_last_error();
+            done = true;
+        });
+        rn_sleep(20);
+        rn_conn *c = nullptr;
+        EXPECT_EQ(-EINVAL, rn_tcp_connect(&c, "127.0.0.1", 0)); /* writes a sentence while the read waits */
+        ASSERT_TRUE(WaitUntil([&] { return done; }));
+        EXPECT_EQ(-ETIMEDOUT, r);
+        EXPECT_NE(std::string::npos, after_read.find("read on ")) << after_read;
+        EXPECT_NE(std::string::npos, after_read.find("deadline passed")) << after_read;
+        ClosePair(&p);
+    });
+}
+
 } // namespace

@@ -892,6 +892,27 @@ TEST_P(TlsTest, AWriterWaitingForTheTurnTimesOutOnTimeWithoutPollingAndWritesNot
     });
 }
 
+TEST_P(TlsTest, AWriteAfterOurOwnCloseNotifyIsEpipeAndSaysSo) {
+    RNT_NEED_CERTS(c);
+    OnLoopRun([&] {
+        rn_tls_config *scfg = ServerCfg(c);
+        rn_tls_config *ccfg = ClientCfg(c->ca);
+        EchoServer e;
+        StartEchoServer(&e, scfg, 1);
+        rn_conn *conn = nullptr;
+        ASSERT_EQ(0, rn_tls_connect_with(&conn, "localhost", e.port, ccfg)) << rn_last_error();
+        ASSERT_EQ(0, rn_conn_shutdown_write(conn)) << rn_last_error();
+        ssize_t w = rn_conn_write(conn, "more", 4);
+        EXPECT_EQ(-EPIPE, w) << Err((int)w);
+        EXPECT_NE(nullptr, strstr(rn_last_error(), "shut down for writing")) << rn_last_error();
+        rn_conn_close(conn);
+        EXPECT_TRUE(WaitUntil([&] { return e.served == 1; }));
+        rn_server_close(e.srv);
+        rn_tls_config_free(scfg);
+        rn_tls_config_free(ccfg);
+    });
+}
+
 TEST_P(TlsTest, ClosingSendsCloseNotifySoThePeerSeesACleanEnd) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
