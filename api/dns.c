@@ -27,7 +27,7 @@
 struct job {
     atomic_int refs;  /* the asking task and the pool */
     atomic_bool done; /* release/acquire: the answer below is complete */
-    int efd;          /* written once the answer is in */
+    atomic_int efd;   /* written once the answer is in; -1 once closed */
     char host[HOST_MAX + 1];
     int gai_rc;
     int sys_err;
@@ -48,7 +48,9 @@ static void job_unref(struct job *j)
         return;
     if (j->res)
         freeaddrinfo(j->res);
-    close(j->efd);
+    int fd = atomic_exchange(&j->efd, -1);
+    if (fd >= 0)
+        close(fd);
     free(j);
 }
 
@@ -79,7 +81,7 @@ static void *resolver_main(void *arg)
          * visible to it (and to ThreadSanitizer, which cannot see eventfd). */
         atomic_store_explicit(&j->done, true, memory_order_release);
         uint64_t one = 1;
-        while (write(j->efd, &one, sizeof one) < 0 && errno == EINTR) {
+        while (write(atomic_load(&j->efd), &one, sizeof one) < 0 && errno == EINTR) {
         }
         job_unref(j);
 
@@ -143,8 +145,9 @@ static int lookup(struct rn__loop *loop, const char *host, int64_t deadline, str
     struct job *j = calloc(1, sizeof *j);
     if (!j)
         return rn__err(-ENOMEM, "resolve %s: out of memory", host);
-    j->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (j->efd < 0) {
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    atomic_init(&j->efd, efd);
+    if (efd < 0) {
         int err = -errno;
         free(j);
         return rn__err(err, "resolve %s: eventfd: %s", host, rn_strerror(err));
@@ -153,13 +156,13 @@ static int lookup(struct rn__loop *loop, const char *host, int64_t deadline, str
     atomic_init(&j->refs, 2);
     atomic_init(&j->done, false);
 
-    struct rn__fd f = {.fd = j->efd, .accepted = true};
+    struct rn__fd f = {.fd = efd, .accepted = true};
     int rc = loop->bk->fd_open(loop, &f);
     if (rc == 0)
         rc = pool_push(j);
     if (rc < 0) {
         loop->bk->fd_close(loop, &f);
-        close(j->efd);
+        close(efd);
         free(j);
         return rn__err(rc, "resolve %s: cannot start a resolver thread: %s", host, rn_strerror(rc));
     }
@@ -170,6 +173,17 @@ static int lookup(struct rn__loop *loop, const char *host, int64_t deadline, str
     loop->bk->fd_close(loop, &f);
     if (rc >= 0 && !atomic_load_explicit(&j->done, memory_order_acquire))
         rc = -EIO; /* woken with no answer: cannot happen with one writer */
+    if (rc >= 0) {
+        /* The answer's write made the descriptor readable, so the thread is
+         * done with it (at most still inside that write, which holds its own
+         * reference to the file): close it now rather than whenever the
+         * thread drops the job, so the lookup leaves no descriptor behind
+         * once it returns. After a timeout the thread still has to write:
+         * the last owner closes it then. */
+        int fd = atomic_exchange(&j->efd, -1);
+        if (fd >= 0)
+            close(fd);
+    }
     if (rc < 0) {
         job_unref(j);
         if (rc == -ETIMEDOUT)

@@ -132,6 +132,21 @@ TEST_P(DnsTest, NullArgumentsAreEinval) {
     });
 }
 
+/* A lookup that returned leaves no descriptor behind: its eventfd is closed
+ * before the call returns, not whenever the resolver thread lets go. */
+TEST_P(DnsTest, AResolveThatReturnedLeavesNoDescriptorOpen) {
+    OnLoopRun([&] {
+        char out[64];
+        ASSERT_EQ(0, rn_resolve("localhost", out, sizeof out)) << rn_last_error(); /* threads started */
+        rn_sleep(20);
+        int base = CountOpenFds();
+        for (int i = 0; i < 100; i++) {
+            ASSERT_EQ(0, rn_resolve("localhost", out, sizeof out)) << rn_last_error();
+            ASSERT_EQ(base, CountOpenFds()) << "after lookup " << i;
+        }
+    });
+}
+
 TEST_P(DnsTest, ResolveParksOnlyItsTaskWhileOtherTasksKeepRunning) {
     OnLoopRun([&] {
         long ticks = 0, ticks_during = 0;
