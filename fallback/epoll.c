@@ -345,14 +345,19 @@ static int ep_run_once(struct rn__loop *loop, bool wait)
             }
         }
     }
-    static __thread int have_pwait2 = 1; /* epoll_pwait2 is 5.11; older kernels get ms precision */
+    /* epoll_pwait2 is 5.11; older kernels (and Valgrind 3.19) get ms
+     * precision. Learnt once for the process. */
+    static int no_pwait2;
     int n = -1;
-    if (have_pwait2) {
+    bool pwait2 = !__atomic_load_n(&no_pwait2, __ATOMIC_RELAXED);
+    if (pwait2) {
         n = epoll_pwait2(e->epfd, e->evs, MAX_EVENTS, tsp, NULL);
-        if (n < 0 && errno == ENOSYS)
-            have_pwait2 = 0;
+        if (n < 0 && errno == ENOSYS) {
+            __atomic_store_n(&no_pwait2, 1, __ATOMIC_RELAXED);
+            pwait2 = false;
+        }
     }
-    if (!have_pwait2) {
+    if (!pwait2) {
         int ms = !tsp ? -1 : (int)(ts.tv_sec * 1000 + (ts.tv_nsec + 999999) / 1000000);
         n = epoll_wait(e->epfd, e->evs, MAX_EVENTS, ms);
     }
