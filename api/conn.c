@@ -503,9 +503,10 @@ static int connect_any(struct rn__loop *loop, rn_conn **out, const char *host, i
 
 int rn__connect(rn_conn **out, const char *host, int port, int64_t deadline, const char *what)
 {
+    if (out)
+        *out = NULL; /* on every failure, as the header says for the others */
     if (!out || !host || !*host)
         return rn__err(-EINVAL, "%s: %s is NULL or empty", what, !out ? "out" : "host");
-    *out = NULL;
     if (port < 1 || port > 65535)
         return rn__err(-EINVAL, "%s to %s: port %d is outside 1..65535", what, host, port);
     struct rn__loop *loop = rn__loop_get();

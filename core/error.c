@@ -87,5 +87,10 @@ int rn__err(int err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(tl_last_error, sizeof tl_last_error, fmt, ap);
     va_end(ap);
+    /* Sentences quote what peers and callers sent (certificate names, host
+     * names): no control byte reaches a log through them. */
+    for (char *p = tl_last_error; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
     return err;
 }

@@ -150,4 +150,27 @@ TEST_P(ErrorsBackendTest, EachFailedCallLeavesItsOwnMostSpecificSentence) {
     });
 }
 
+/* What a caller or a peer sent is quoted in sentences, never a control
+ * byte of it: a log line cannot be split or recoloured through them. */
+TEST_P(ErrorsBackendTest, SentencesCarryNoControlBytesFromTheInput) {
+    OnLoopRun([&] {
+        char out[64];
+        const char *hostile = "evil\nname\x1b[31m\r\x7f.example";
+        int rc = rn_resolve(hostile, out, sizeof out);
+        EXPECT_LT(rc, 0);
+        std::string msg = rn_last_error();
+        EXPECT_FALSE(msg.empty());
+        for (unsigned char ch : msg)
+            EXPECT_FALSE(ch < 0x20 || ch == 0x7f) << "control byte " << (int)ch << " in: " << msg;
+        EXPECT_NE(std::string::npos, msg.find("evil?name?[31m??.example")) << msg;
+        /* *out is NULL after every failure, the argument checks too. */
+        rn_conn *c = reinterpret_cast<rn_conn *>(&rc);
+        EXPECT_EQ(-EINVAL, rn_tcp_connect(&c, "", 80));
+        EXPECT_EQ(nullptr, c);
+        c = reinterpret_cast<rn_conn *>(&rc);
+        EXPECT_EQ(-EINVAL, rn_tcp_connect(&c, nullptr, 80));
+        EXPECT_EQ(nullptr, c);
+    });
+}
+
 } // namespace

@@ -173,6 +173,9 @@ static void check_detail(const char *call, int rc)
     FUZZ_CHECK(msg && *msg, "%s failed with %d and no detail", call, rc);
     FUZZ_CHECK(strstr(msg, "(null)") == NULL || strstr(cur_host, "(null)") != NULL,
                "%s: a NULL string in the detail: %s", call, msg);
+    for (const char *q = msg; *q; q++)
+        FUZZ_CHECK((unsigned char)*q >= 0x20 && *q != 0x7f, "%s: a control byte (%d) in the detail", call,
+                   (int)(unsigned char)*q);
 }
 
 static void check_resolve(const char *host, size_t outlen)

@@ -204,6 +204,9 @@ static void check_failure(const char *call, int rc, const int *allowed)
     FUZZ_CHECK(strstr(msg, "(null)") == NULL ||
                    (cur_input && memmem(cur_input, cur_len, "(null)", 6) != NULL),
                "%s: a NULL string in the detail: %s", call, msg);
+    for (const char *q = msg; *q; q++)
+        FUZZ_CHECK((unsigned char)*q >= 0x20 && *q != 0x7f, "%s: a control byte (%d) in the detail", call,
+                   (int)(unsigned char)*q);
     snprintf(rn_fuzz_last.error, sizeof rn_fuzz_last.error, "%s", msg);
 }
 
