@@ -1,6 +1,11 @@
 /* dns.c - name resolution without blocking the loop: getaddrinfo runs on a
- * small shared pool of resolver threads; each lookup's eventfd wakes the
- * task that asked, through the backend's poll op.
+ * small shared pool of resolver threads; each lookup has a pipe whose write
+ * end the thread closes once the answer is in, which wakes the task that
+ * asked (its read end turns readable, through the backend's poll op). The
+ * thread holds no descriptor after the wake-up, so the task closes the
+ * read end at once and a lookup that returned leaves nothing open (an
+ * eventfd would have to be written and then closed by whoever let go last,
+ * a moment after the call returned).
  *
  * Why threads and not c-ares: getaddrinfo is what every other program on the
  * machine uses (nsswitch, /etc/hosts, systemd-resolved, mDNS modules, the
@@ -18,7 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #define RESOLVER_THREADS_MAX 8
@@ -27,7 +32,8 @@
 struct job {
     atomic_int refs;  /* the asking task and the pool */
     atomic_bool done; /* release/acquire: the answer below is complete */
-    atomic_int efd;   /* written once the answer is in; -1 once closed */
+    int rfd;          /* the pipe's read end: the asking task's */
+    int wfd;          /* its write end: the thread's, closed to wake the task */
     char host[HOST_MAX + 1];
     int gai_rc;
     int sys_err;
@@ -48,9 +54,6 @@ static void job_unref(struct job *j)
         return;
     if (j->res)
         freeaddrinfo(j->res);
-    int fd = atomic_exchange(&j->efd, -1);
-    if (fd >= 0)
-        close(fd);
     free(j);
 }
 
@@ -77,12 +80,11 @@ static void *resolver_main(void *arg)
         errno = 0;
         j->gai_rc = getaddrinfo(j->host, NULL, &hints, &j->res);
         j->sys_err = errno;
-        /* The eventfd wakes the task; this store is what makes the answer
-         * visible to it (and to ThreadSanitizer, which cannot see eventfd). */
+        /* Closing the write end wakes the task; this store is what makes
+         * the answer visible to it (and to ThreadSanitizer, which cannot
+         * see the pipe). */
         atomic_store_explicit(&j->done, true, memory_order_release);
-        uint64_t one = 1;
-        while (write(atomic_load(&j->efd), &one, sizeof one) < 0 && errno == EINTR) {
-        }
+        close(j->wfd);
         job_unref(j);
 
         pthread_mutex_lock(&pool.mu);
@@ -145,45 +147,37 @@ static int lookup(struct rn__loop *loop, const char *host, int64_t deadline, str
     struct job *j = calloc(1, sizeof *j);
     if (!j)
         return rn__err(-ENOMEM, "resolve %s: out of memory", host);
-    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    atomic_init(&j->efd, efd);
-    if (efd < 0) {
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC | O_NONBLOCK) < 0) {
         int err = -errno;
         free(j);
-        return rn__err(err, "resolve %s: eventfd: %s", host, rn_strerror(err));
+        return rn__err(err, "resolve %s: pipe: %s", host, rn_strerror(err));
     }
+    j->rfd = pfd[0];
+    j->wfd = pfd[1];
     strcpy(j->host, host);
     atomic_init(&j->refs, 2);
     atomic_init(&j->done, false);
 
-    struct rn__fd f = {.fd = efd, .accepted = true};
+    struct rn__fd f = {.fd = j->rfd, .accepted = true};
     int rc = loop->bk->fd_open(loop, &f);
     if (rc == 0)
         rc = pool_push(j);
     if (rc < 0) {
         loop->bk->fd_close(loop, &f);
-        close(efd);
+        close(j->rfd);
+        close(j->wfd);
         free(j);
         return rn__err(rc, "resolve %s: cannot start a resolver thread: %s", host, rn_strerror(rc));
     }
     struct rn__op op = {.kind = RN__OP_POLL, .f = &f, .events = POLLIN, .deadline = deadline};
     rc = rn__op_wait(loop, &op);
-    /* The descriptor outlives this call if the thread still holds the job:
-     * take it out of the backend now, the last owner closes it. */
+    /* The read end is this call's whatever happened: after a timeout the
+     * thread still closes its write end, into a pipe nobody reads. */
     loop->bk->fd_close(loop, &f);
+    close(j->rfd);
     if (rc >= 0 && !atomic_load_explicit(&j->done, memory_order_acquire))
-        rc = -EIO; /* woken with no answer: cannot happen with one writer */
-    if (rc >= 0) {
-        /* The answer's write made the descriptor readable, so the thread is
-         * done with it (at most still inside that write, which holds its own
-         * reference to the file): close it now rather than whenever the
-         * thread drops the job, so the lookup leaves no descriptor behind
-         * once it returns. After a timeout the thread still has to write:
-         * the last owner closes it then. */
-        int fd = atomic_exchange(&j->efd, -1);
-        if (fd >= 0)
-            close(fd);
-    }
+        rc = -EIO; /* woken with no answer: only the thread closes the write end */
     if (rc < 0) {
         job_unref(j);
         if (rc == -ETIMEDOUT)
