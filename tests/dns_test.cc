@@ -132,7 +132,7 @@ TEST_P(DnsTest, NullArgumentsAreEinval) {
     });
 }
 
-/* A lookup that returned leaves no descriptor behind: its eventfd is closed
+/* A lookup that returned leaves no descriptor behind: its pipe is closed
  * before the call returns, not whenever the resolver thread lets go. */
 TEST_P(DnsTest, AResolveThatReturnedLeavesNoDescriptorOpen) {
     OnLoopRun([&] {

@@ -608,8 +608,8 @@ TEST_P(PeerFaultTest, TlsServerKeepsServingWhileSixtyClientsNeverFinishTheirHand
         auto good_client = [&](const char *msg) {
             rn_conn *c = nullptr;
             int64_t t0 = NowMs();
-            /* By address: a name's resolver eventfd may outlive the call
-             * for a moment and upset the descriptor count below. */
+            /* By address: no resolver in what the descriptor count below
+             * measures. */
             int rc = rn_tls_connect_with(&c, "127.0.0.1", port, ccfg);
             ASSERT_EQ(0, rc) << Err(rc);
             size_t len = strlen(msg);

@@ -443,10 +443,8 @@ TEST_P(RaceTest, ServerClosedWhileAConnectToItIsInFlight200TimesConnectsOrIsRefu
 /* ---- TLS handshakes in flight ------------------------------------------------------------------------ */
 
 /* The TLS clients below connect to "127.0.0.1" (the test certificate has it
- * as an IP subjectAltName): a name would go through the resolver, whose
- * per-lookup eventfd is closed by whichever of the asking task and the
- * resolver thread lets go last, so it can still be open, or not, when the
- * test counts descriptors. */
+ * as an IP subjectAltName), so that no resolver thread is involved in what
+ * the descriptor counts measure. */
 
 rn_tls_config *ClientCfg(const TestCerts *c) {
     rn_tls_config *cfg = rn_tls_client_config();
