@@ -99,9 +99,6 @@ valgrind_filter+=':ErrorsTest.*:TlsConfigTest.*:TaskStackSizeTest.*'
 valgrind_filter+=':-*TwoThousand*:*ThreeHundred*:*WriteDeadlineLoses*:*AWriterWaitingForTheTurn*'
 valgrind_filter+=':*DeadlineTest.ReadDeadlineDoesNotBoundWrites*:*DeadlineTest.SetDeadlineBoundsBoth*:*LentTest.ConcurrentEchoes*'
 valgrind_filter+=':*LentTest.FourMebibytes*:*LentTest.MoreHolders*'
-# Passes alone under memcheck, but in the full run Valgrind's one thread at
-# a time can let the resolver thread answer before the ticker task ticks.
-valgrind_filter+=':*DnsTest.ResolveParksOnlyItsTaskWhileOtherTasksKeepRunning*'
 timeout 600 valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
     --suppressions=tests/valgrind.supp --num-callers=30 \
     build/debug/tests/ringnet_tests --gtest_filter="$valgrind_filter" --gtest_brief=1
