@@ -13,14 +13,16 @@
 #include <unistd.h>
 
 #if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
+#if __has_include(<valgrind/valgrind.h>) && __has_include(<valgrind/memcheck.h>)
 #include <valgrind/valgrind.h>
+#include <valgrind/memcheck.h>
 #define RN_HAVE_VALGRIND 1
 #endif
 #endif
 #ifndef RN_HAVE_VALGRIND
 #define VALGRIND_STACK_REGISTER(lo, hi) 0u
 #define VALGRIND_STACK_DEREGISTER(id) ((void)(id))
+#define VALGRIND_MAKE_MEM_UNDEFINED(addr, len) ((void)(addr), (void)(len))
 #endif
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -418,8 +420,13 @@ __attribute__((noinline)) void rn__task_trim_stack(struct rn__loop *loop)
     uintptr_t lo = (uintptr_t)t->stack + page; /* above the guard page */
     /* At least 1 KiB below this frame stays: madvise's own frame goes there. */
     uintptr_t end = ((uintptr_t)__builtin_frame_address(0) - 1024) & ~(uintptr_t)(page - 1);
-    if (end > lo)
+    if (end > lo) {
         (void)madvise((void *)lo, end - lo, MADV_DONTNEED);
+        /* Memcheck takes MADV_DONTNEED for "no longer mapped": it is still
+         * this stack, to be written by the next frames (or the next task
+         * that gets it from the cache). */
+        (void)VALGRIND_MAKE_MEM_UNDEFINED((void *)lo, end - lo);
+    }
 }
 
 /* ---- operations --------------------------------------------------------------- */
