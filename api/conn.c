@@ -97,10 +97,10 @@ static int io_error(rn_conn *c, const char *what, int err, unsigned mark);
 
 RN_EXPORT int rn_conn_shutdown_write(rn_conn *c)
 {
-    unsigned mark = rn__err_mark();
     int rc = rn__conn_enter(c, "shutdown_write");
     if (rc < 0)
         return rc;
+    unsigned mark = rn__err_mark(c->loop);
     /* TLS: close_notify first, so the peer reads a clean end. */
     if (c->tls && (rc = rn__tls_shutdown_write(c, rn__deadline_after_ms(c->wr_ms))) < 0) {
         /* The flush of close_notify returns bare codes: give them a sentence. */
@@ -216,7 +216,7 @@ int rn__conn_send_all(rn_conn *c, const void *buf, size_t len, int64_t deadline,
  * wrote a more specific one since mark (TLS, argument checks). */
 static int io_error(rn_conn *c, const char *what, int err, unsigned mark)
 {
-    if (rn__err_since(mark))
+    if (rn__err_since(c->loop, mark))
         return err;
     if (err == -ETIMEDOUT)
         return rn__err(err, "%s on %s: deadline passed", what, rn_conn_remote_addr(c));
@@ -228,17 +228,27 @@ static int io_error(rn_conn *c, const char *what, int err, unsigned mark)
     return rn__err(err, "%s on %s: %s", what, rn_conn_remote_addr(c), rn_strerror(err));
 }
 
+/* Take up to max of the bytes a failed read_exact gave back: where they
+ * are (*at), and how many (they stay in place until the next read). */
+static size_t consume_kept(rn_conn *c, size_t max, const char **at)
+{
+    size_t n = c->kept_len < max ? c->kept_len : max;
+    *at = c->kept + c->kept_off;
+    c->kept_off += n;
+    c->kept_len -= n;
+    if (c->kept_len == 0)
+        c->kept_off = 0;
+    return n;
+}
+
 /* Hand out bytes a failed read_exact gave back. */
 static size_t take_kept(rn_conn *c, char *buf, size_t max)
 {
     if (c->kept_len == 0)
         return 0;
-    size_t n = c->kept_len < max ? c->kept_len : max;
-    memcpy(buf, c->kept + c->kept_off, n);
-    c->kept_off += n;
-    c->kept_len -= n;
-    if (c->kept_len == 0)
-        c->kept_off = 0;
+    const char *at;
+    size_t n = consume_kept(c, max, &at);
+    memcpy(buf, at, n);
     return n;
 }
 
@@ -282,10 +292,10 @@ static void drop_lent(rn_conn *c)
 
 RN_EXPORT ssize_t rn_conn_read(rn_conn *c, void *buf, size_t max)
 {
-    unsigned mark = rn__err_mark();
     int rc = rn__conn_enter(c, "read");
     if (rc < 0)
         return rc;
+    unsigned mark = rn__err_mark(c->loop);
     drop_lent(c);
     ssize_t r;
     if (!buf || max == 0) {
@@ -305,10 +315,10 @@ RN_EXPORT ssize_t rn_conn_read_lent(rn_conn *c, const void **data)
 {
     if (data)
         *data = NULL;
-    unsigned mark = rn__err_mark();
     int rc = rn__conn_enter(c, "read_lent");
     if (rc < 0)
         return rc;
+    unsigned mark = rn__err_mark(c->loop);
     drop_lent(c);
     ssize_t r;
     if (!data) {
@@ -316,28 +326,16 @@ RN_EXPORT ssize_t rn_conn_read_lent(rn_conn *c, const void **data)
     } else if (c->kept_len > 0) {
         /* Bytes a failed read_exact gave back: lent from where they are
          * kept (the next read may reuse that space, as it may a buffer). */
-        size_t n = c->kept_len < RN__LEND_SIZE ? c->kept_len : RN__LEND_SIZE;
-        *data = c->kept + c->kept_off;
-        c->kept_off += n;
-        c->kept_len -= n;
-        if (c->kept_len == 0)
-            c->kept_off = 0;
-        r = (ssize_t)n;
-    } else if (c->tls) {
-        /* The plaintext goes into a heap buffer from the loop's cache,
-         * taken once ciphertext has come. */
-        void *b;
-        r = rn__tls_read_lent(c, &b, rn__deadline_after_ms(c->rd_ms));
-        if (r > 0) {
-            drop_lent(c);
-            c->lent = b;
-            *data = b;
-        } else if (r < 0) {
-            r = io_error(c, "read_lent", (int)r, mark);
-        }
+        const char *at;
+        r = (ssize_t)consume_kept(c, RN__LEND_SIZE, &at);
+        *data = at;
     } else {
+        /* Plain: a buffer the backend picks when bytes come; TLS: the
+         * plaintext in a buffer from the loop's cache, taken once
+         * ciphertext has come. */
         void *b;
-        r = rn__conn_recv_lent(c, &b, rn__deadline_after_ms(c->rd_ms));
+        int64_t deadline = rn__deadline_after_ms(c->rd_ms);
+        r = c->tls ? rn__tls_read_lent(c, &b, deadline) : rn__conn_recv_lent(c, &b, deadline);
         if (r > 0) {
             drop_lent(c); /* another task's lent read ended meanwhile: its bytes are stale now */
             c->lent = b;
@@ -358,10 +356,10 @@ RN_EXPORT void rn_conn_release_lent(rn_conn *c)
 
 RN_EXPORT int rn_conn_read_exact(rn_conn *c, void *buf, size_t len)
 {
-    unsigned mark = rn__err_mark();
     int rc = rn__conn_enter(c, "read_exact");
     if (rc < 0)
         return rc;
+    unsigned mark = rn__err_mark(c->loop);
     if (!buf && len > 0) {
         rn__conn_leave(c);
         return rn__err(-EINVAL, "read_exact: buf is NULL");
@@ -392,10 +390,10 @@ RN_EXPORT int rn_conn_read_exact(rn_conn *c, void *buf, size_t len)
 
 RN_EXPORT ssize_t rn_conn_write(rn_conn *c, const void *buf, size_t len)
 {
-    unsigned mark = rn__err_mark();
     int rc = rn__conn_enter(c, "write");
     if (rc < 0)
         return rc;
+    unsigned mark = rn__err_mark(c->loop);
     ssize_t r;
     int64_t deadline = rn__deadline_after_ms(c->wr_ms);
     if (!buf && len > 0) {
@@ -418,10 +416,10 @@ RN_EXPORT ssize_t rn_conn_write(rn_conn *c, const void *buf, size_t len)
 RN_EXPORT int rn_conn_write_all_n(rn_conn *c, const void *buf, size_t len, size_t *written)
 {
     size_t done = 0;
-    unsigned mark = rn__err_mark();
     int rc = rn__conn_enter(c, "write_all");
     if (rc < 0)
         goto out;
+    unsigned mark = rn__err_mark(c->loop);
     int64_t deadline = rn__deadline_after_ms(c->wr_ms);
     if (!buf && len > 0) {
         rc = rn__err(-EINVAL, "write_all: buf is NULL");

@@ -7,9 +7,9 @@
 #include <string.h>
 
 static __thread char tl_last_error[512];
-/* Which sentence is the newest, and which task wrote it: a call can tell
- * whether a deeper layer already explained its failure (rn__err_since). */
-static __thread unsigned tl_err_seq;
+/* Which task wrote the newest sentence: with the task's own count of them
+ * (rn__task.err_seq), a call can tell whether a deeper layer of it already
+ * explained its failure (rn__err_since). */
 static __thread const void *tl_err_task;
 
 #define RN_OWN_CODES(X)                                                                            \
@@ -67,21 +67,16 @@ RN_EXPORT const char *rn_last_error(void)
     return tl_last_error;
 }
 
-unsigned rn__err_mark(void)
+bool rn__err_since(struct rn__loop *loop, unsigned mark)
 {
-    return tl_err_seq;
-}
-
-bool rn__err_since(unsigned mark)
-{
-    struct rn__loop *loop = rn__loop_peek();
-    return tl_err_seq != mark && tl_err_task == (loop ? (const void *)loop->current : NULL);
+    return loop->current->err_seq != mark && tl_err_task == loop->current;
 }
 
 int rn__err(int err, const char *fmt, ...)
 {
     struct rn__loop *loop = rn__loop_peek();
-    tl_err_seq++;
+    if (loop)
+        loop->current->err_seq++;
     tl_err_task = loop ? (const void *)loop->current : NULL;
     va_list ap;
     va_start(ap, fmt);

@@ -312,13 +312,9 @@ static void theap_del(struct rn__loop *loop, struct rn__task *t)
     theap_down(loop, last->theap_idx);
 }
 
-/* Wake the timed parks whose deadline has come; set wake_at to the next. */
+/* Wake the timed parks whose deadline has come. */
 static void fire_timers(struct rn__loop *loop)
 {
-    if (loop->theap_len == 0) {
-        loop->wake_at = 0;
-        return;
-    }
     int64_t now = rn__now_ns();
     while (loop->theap_len > 0 && loop->theap[0]->park_deadline <= now) {
         struct rn__task *t = loop->theap[0];
@@ -326,7 +322,6 @@ static void fire_timers(struct rn__loop *loop)
         t->timed_out = true;
         rn__task_wake(loop, t);
     }
-    loop->wake_at = loop->theap_len ? loop->theap[0]->park_deadline : 0;
 }
 
 int rn__task_park_until(struct rn__loop *loop, int64_t deadline)
@@ -350,12 +345,9 @@ int rn__task_park_until(struct rn__loop *loop, int64_t deadline)
     t->park_deadline = deadline;
     theap_set(loop, loop->theap_len++, t);
     theap_up(loop, loop->theap_len - 1);
-    loop->wake_at = loop->theap[0]->park_deadline;
     rn__task_park(loop);
-    if (t->park_deadline) { /* woken before its deadline: no longer timed */
+    if (t->park_deadline) /* woken before its deadline: no longer timed */
         theap_del(loop, t);
-        loop->wake_at = loop->theap_len ? loop->theap[0]->park_deadline : 0;
-    }
     return t->timed_out ? -ETIMEDOUT : 0;
 }
 

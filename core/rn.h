@@ -115,9 +115,9 @@ struct rn__backend {
     void (*cancel_fd)(struct rn__loop *loop, struct rn__fd *f);
     /* Hand the kernel everything queued, wait for at least one completion
      * when wait is true (else only collect what is ready), dispatch them.
-     * A wait ends by loop->wake_at (an absolute rn__now_ns instant; 0: no
-     * bound) even if nothing completed: the loop's own timers (timed parks)
-     * are due then. */
+     * A wait ends by rn__loop_wake_at(loop) (an absolute rn__now_ns
+     * instant; 0: no bound) even if nothing completed: the loop's own
+     * timers (timed parks) are due then. */
     int (*run_once)(struct rn__loop *loop, bool wait);
     /* Take back a lent buffer the backend handed out itself (io_uring: one
      * of its provided-buffer ring); false if buf is not its own. NULL when
@@ -151,6 +151,7 @@ struct rn__task {
     bool dead;
     bool parked;               /* waiting in rn__task_park */
     bool ready;                /* root only: woken */
+    unsigned err_seq;          /* sentences (rn__err) this task has written */
     bool timed_out;            /* rn__task_park_until: the deadline woke it */
     int64_t park_deadline;     /* rn__task_park_until: when to wake it (0: not timed) */
     size_t theap_idx;          /* its slot in the loop's timer heap while park_deadline is set */
@@ -176,13 +177,23 @@ struct rn__loop {
     rn_stats stats;
     struct rn__task **theap;   /* tasks in rn__task_park_until, a min-heap on park_deadline */
     size_t theap_len, theap_cap;
-    int64_t wake_at;           /* for run_once: the earliest park_deadline, 0 if none */
     void *lend_cache;          /* free heap lent buffers, linked through their first word */
     size_t lend_cache_len;
     char reason[160];          /* why this backend */
     const void *asan_main_bottom;
     size_t asan_main_size;
 };
+
+/* When run_once must return by: the earliest timed park, 0 if none. */
+static inline int64_t rn__loop_wake_at(const struct rn__loop *loop)
+{
+    return loop->theap_len ? loop->theap[0]->park_deadline : 0;
+}
+
+static inline unsigned rn__err_mark(struct rn__loop *loop)
+{
+    return loop->current->err_seq;
+}
 
 /* This thread's loop, created on first use (NULL with rn_last_error set if
  * no backend can start). */
@@ -223,8 +234,8 @@ int rn__err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)))
 /* A mark of the sentences written so far, and whether the current task has
  * written one since: a call that fails asks before writing its generic
  * sentence, so the specific one a deeper layer wrote stays. */
-unsigned rn__err_mark(void);
-bool rn__err_since(unsigned mark);
+static inline unsigned rn__err_mark(struct rn__loop *loop);
+bool rn__err_since(struct rn__loop *loop, unsigned mark);
 /* errno name such as "ECONNREFUSED" (for messages). */
 const char *rn__errname(int err);
 

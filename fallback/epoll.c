@@ -333,8 +333,9 @@ static int ep_run_once(struct rn__loop *loop, bool wait)
     if (wait) {
         /* The nearest of the ops' deadlines and the loop's timed parks. */
         int64_t until = e->heap_len ? e->heap[0]->deadline : 0;
-        if (loop->wake_at && (!until || loop->wake_at < until))
-            until = loop->wake_at;
+        int64_t wake_at = rn__loop_wake_at(loop);
+        if (wake_at && (!until || wake_at < until))
+            until = wake_at;
         if (!until) {
             tsp = NULL;
         } else {

@@ -247,6 +247,13 @@ static void submit_accept(struct rn__loop *loop, struct uring *u, struct rn__op 
         arm_accept(loop, u, f);
 }
 
+/* Buffer bid of the lent-read ring, ready for the kernel once advanced. */
+static void ring_put(struct uring *u, unsigned bid, int offset)
+{
+    io_uring_buf_ring_add(u->br, u->br_bufs + (size_t)bid * RN__LEND_SIZE, RN__LEND_SIZE, (unsigned short)bid,
+                          io_uring_buf_ring_mask(LEND_ENTRIES), offset);
+}
+
 /* Map and register the lent-read buffer ring (liburing 2.3 has no helper
  * for it). Tried once; without it, lent reads use heap buffers. */
 static void lend_ring_setup(struct uring *u)
@@ -273,8 +280,7 @@ static void lend_ring_setup(struct uring *u)
     u->br_bufs = (char *)mem + ring_len;
     u->br_map_len = len;
     for (unsigned i = 0; i < LEND_ENTRIES; i++)
-        io_uring_buf_ring_add(br, u->br_bufs + (size_t)i * RN__LEND_SIZE, RN__LEND_SIZE, (unsigned short)i,
-                              io_uring_buf_ring_mask(LEND_ENTRIES), (int)i);
+        ring_put(u, i, (int)i);
     io_uring_buf_ring_advance(br, (int)LEND_ENTRIES);
 }
 
@@ -284,9 +290,7 @@ static bool uring_lend_release(struct rn__loop *loop, void *buf)
     char *b = buf;
     if (!u->br || b < u->br_bufs || b >= u->br_bufs + (size_t)LEND_ENTRIES * RN__LEND_SIZE)
         return false;
-    unsigned bid = (unsigned)((size_t)(b - u->br_bufs) / RN__LEND_SIZE);
-    io_uring_buf_ring_add(u->br, u->br_bufs + (size_t)bid * RN__LEND_SIZE, RN__LEND_SIZE, (unsigned short)bid,
-                          io_uring_buf_ring_mask(LEND_ENTRIES), 0);
+    ring_put(u, (unsigned)((size_t)(b - u->br_bufs) / RN__LEND_SIZE), 0);
     io_uring_buf_ring_advance(u->br, 1);
     return true;
 }
@@ -453,14 +457,15 @@ static int uring_run_once(struct rn__loop *loop, bool wait)
     struct uring *u = loop->bk_state;
     /* One enter both submits what the tasks queued and waits. */
     int r;
+    int64_t wake_at = wait ? rn__loop_wake_at(loop) : 0;
     if (!wait) {
         r = io_uring_submit_and_get_events(&u->ring);
-    } else if (!loop->wake_at) {
+    } else if (!wake_at) {
         r = io_uring_submit_and_wait(&u->ring, 1);
     } else {
         /* A timed park is due at wake_at: wait no longer (the timeout rides
          * in the enter itself, IORING_FEAT_EXT_ARG, 5.11). */
-        int64_t d = loop->wake_at - rn__now_ns();
+        int64_t d = wake_at - rn__now_ns();
         if (d < 0)
             d = 0;
         struct __kernel_timespec ts = {.tv_sec = d / 1000000000, .tv_nsec = d % 1000000000};
