@@ -52,6 +52,18 @@ int rn__tls_cb_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx)
     return (int)n;
 }
 
+/* The outbound buffers start at RN__LEND_SIZE bytes from the loop's cache
+ * (so the free-while-idle below costs no malloc per response) and grow with
+ * realloc; a grown one goes back to malloc. */
+static void outbuf_free(struct rn__tls *t, struct rn__tls_buf *b)
+{
+    if (b->cap == RN__LEND_SIZE)
+        rn__lend_release(t->c->loop, b->p);
+    else
+        free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
 int rn__tls_cb_send(WOLFSSL *ssl, char *buf, int sz, void *ctx)
 {
     (void)ssl;
@@ -66,10 +78,10 @@ int rn__tls_cb_send(WOLFSSL *ssl, char *buf, int sz, void *ctx)
             b->off = 0;
         }
         if (b->len + n > b->cap) {
-            size_t cap = b->cap ? b->cap * 2 : 16384;
+            size_t cap = b->cap ? b->cap * 2 : RN__LEND_SIZE;
             while (cap < b->len + n)
                 cap *= 2;
-            char *p = realloc(b->p, cap);
+            char *p = !b->p && cap == RN__LEND_SIZE ? rn__lend_alloc(t->c->loop) : realloc(b->p, cap);
             if (!p)
                 return WOLFSSL_CBIO_ERR_GENERAL;
             b->p = p;
@@ -228,10 +240,8 @@ static ssize_t fill_locked(struct rn__tls *t, int64_t deadline)
         /* Nothing to send and nobody sending: the outbound buffers go too,
          * so a session waiting for its peer holds none (the next write
          * allocates again). */
-        free(t->q.p);
-        free(t->tx.p);
-        memset(&t->q, 0, sizeof t->q);
-        memset(&t->tx, 0, sizeof t->tx);
+        outbuf_free(t, &t->q);
+        outbuf_free(t, &t->tx);
     }
     void *b;
     ssize_t r = rn__conn_recv_lent(t->c, &b, deadline);
@@ -344,8 +354,8 @@ void rn__tls_free(rn_conn *c)
         return;
     wolfSSL_free(t->ssl);
     rn__lend_release(c->loop, t->in.p);
-    free(t->q.p);
-    free(t->tx.p);
+    outbuf_free(t, &t->q);
+    outbuf_free(t, &t->tx);
     rn__tls_config_unref(t->cfg);
     free(t);
     c->tls = NULL;
@@ -474,28 +484,34 @@ static ssize_t read_locked(struct rn__tls *t, char *buf, size_t max, int64_t dea
     }
 }
 
+/* What every read does first: the handshake if it is still pending, then
+ * the read turn. 0 with rd_busy held, 1 at a clean end (nothing held), or
+ * an error. */
+static int read_enter(rn_conn *c, int64_t deadline, const char *what)
+{
+    struct rn__tls *t = c->tls;
+    int rc = rn__tls_handshake(c, deadline, what);
+    if (rc < 0)
+        return rc;
+    if (t->got_close_notify)
+        return 1;
+    if (t->fatal)
+        return sticky(t);
+    return take(t, &t->rd_busy, deadline);
+}
+
 ssize_t rn__tls_read_lent(rn_conn *c, void **out, int64_t deadline)
 {
     struct rn__tls *t = c->tls;
     *out = NULL;
-    int rc = rn__tls_handshake(c, deadline, "read_lent");
-    if (rc < 0)
-        return rc;
-    if (t->got_close_notify)
-        return 0;
-    if (t->fatal)
-        return sticky(t);
-    rc = take(t, &t->rd_busy, deadline);
-    if (rc < 0)
-        return rc;
+    int rc = read_enter(c, deadline, "read_lent");
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
     /* Wait for ciphertext before taking a plaintext buffer, so that a
      * session waiting for its peer holds none. */
-    ssize_t r = 1;
-    while (t->in.len == 0 && wolfSSL_pending(t->ssl) == 0 && !t->in_eof && !t->got_close_notify) {
-        r = fill_locked(t, deadline);
-        if (r <= 0)
-            break;
-    }
+    ssize_t r = 0;
+    if (t->in.len == 0 && wolfSSL_pending(t->ssl) == 0 && !t->in_eof && !t->got_close_notify)
+        r = fill_locked(t, deadline); /* 0 at the end: read_locked says which end */
     if (r >= 0) {
         void *b = rn__lend_alloc(c->loop);
         if (!b) {
@@ -514,19 +530,11 @@ ssize_t rn__tls_read_lent(rn_conn *c, void **out, int64_t deadline)
 
 ssize_t rn__tls_read(rn_conn *c, void *buf, size_t max, int64_t deadline)
 {
-    struct rn__tls *t = c->tls;
-    int rc = rn__tls_handshake(c, deadline, "read");
-    if (rc < 0)
-        return rc;
-    if (t->got_close_notify)
-        return 0;
-    if (t->fatal)
-        return sticky(t);
-    rc = take(t, &t->rd_busy, deadline);
-    if (rc < 0)
-        return rc;
-    ssize_t r = read_locked(t, buf, max, deadline);
-    give(t, &t->rd_busy);
+    int rc = read_enter(c, deadline, "read");
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
+    ssize_t r = read_locked(c->tls, buf, max, deadline);
+    give(c->tls, &c->tls->rd_busy);
     return r;
 }
 
