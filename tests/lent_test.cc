@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace rnt;
@@ -173,6 +174,40 @@ TEST_P(LentTest, NullArgumentsAreRefusedWithEinval) {
         EXPECT_NE(nullptr, strstr(rn_last_error(), "data is NULL")) << rn_last_error();
         rn_conn_release_lent(nullptr);   /* harmless */
         rn_conn_release_lent(p.acc);     /* nothing lent: harmless */
+        ClosePair(&p);
+    });
+}
+
+/* From another thread: a lent read is -EXDEV with data NULL, and a release
+ * does nothing: the owner's bytes stay put. */
+TEST_P(LentTest, AnotherThreadCanNeitherReadLentNorReleaseTheOwnersBytes) {
+    OnLoopRun([&] {
+        Pair p;
+        ASSERT_TRUE(MakePair(&p));
+        ASSERT_EQ(0, rn_conn_write_all(p.cli, "mine", 4));
+        const void *held = nullptr;
+        ASSERT_EQ(4, rn_conn_read_lent(p.acc, &held)) << rn_last_error();
+        ssize_t other = 1;
+        const void *od = &other;
+        std::string msg;
+        std::thread([&] {
+            other = rn_conn_read_lent(p.acc, &od);
+            msg = rn_last_error();
+            rn_conn_release_lent(p.acc);
+        }).join();
+        EXPECT_EQ(-EXDEV, other);
+        EXPECT_EQ(nullptr, od);
+        EXPECT_NE(std::string::npos, msg.find("another thread")) << msg;
+        /* Bytes from another connection reuse no buffer the owner holds. */
+        Pair q;
+        ASSERT_TRUE(MakePair(&q));
+        for (int i = 0; i < 100; i++) {
+            ASSERT_EQ(0, rn_conn_write_all(q.cli, "zzzz", 4));
+            const void *d = nullptr;
+            ASSERT_EQ(4, rn_conn_read_lent(q.acc, &d));
+        }
+        EXPECT_EQ(0, memcmp(held, "mine", 4));
+        ClosePair(&q);
         ClosePair(&p);
     });
 }
