@@ -439,9 +439,19 @@ int rn__op_wait(struct rn__loop *loop, struct rn__op *op)
         op->ts.tv_nsec = op->deadline % 1000000000;
     }
     loop->inflight++;
+    op->loop_timed = false;
     loop->bk->submit(loop, op);
-    while (!op->done)
-        rn__task_park(loop);
+    while (!op->done) {
+        if (!op->loop_timed) {
+            rn__task_park(loop);
+            continue;
+        }
+        /* Held by the backend outside the kernel (a read waiting on a
+         * connection's queue of received buffers): the deadline is ours. */
+        int r = rn__task_park_until(loop, op->deadline);
+        if (r < 0 && !op->done && op->loop_timed)
+            loop->bk->expire(loop, op, r);
+    }
     return op->res;
 }
 

@@ -60,6 +60,18 @@ struct rn__fd {
     int *accq;                 /* accepted fds not yet taken (ring buffer) */
     unsigned accq_head, accq_len, accq_cap;
     struct rn__op *acc_wait;   /* FIFO of parked accept ops */
+
+    /* io_uring backend: the multishot recv of a connection whose reads are
+     * request/response sized (see uring.c "stream reads"). */
+    bool rms_armed;            /* in the kernel until its last CQE */
+    bool rms_cancel;           /* its queue reached the cap: a cancel was sent */
+    bool rms_skip;             /* the next recv goes one-shot (ring ran dry, cap hit) */
+    bool rms_end;              /* rms_res is the stream's last word, due after the queue */
+    int rms_res;               /* 0 (EOF) or -errno */
+    uint16_t rmsq_head, rmsq_tail; /* filled buffers not yet read: buffer id + 1, 0 = none */
+    uint16_t rs_inflight;      /* one-shot recvs in the kernel (no multishot beside them) */
+    uint32_t held;             /* bytes the queue holds: received, not yet read */
+    struct rn__op *rms_wait;   /* FIFO of reads parked on the queue */
 };
 
 /* One blocking call's request, on the calling task's stack. It must stay
@@ -81,6 +93,8 @@ struct rn__op {
     struct __kernel_timespec ts; /* io_uring: the deadline as a timespec until submitted */
     struct rn__op *next;       /* backend queues (epoll waiters, accept waiters) */
     int heap_idx;              /* epoll timer heap slot, -1 when not in it */
+    bool loop_timed;           /* the backend holds op outside the kernel: rn__op_wait
+                                * enforces its deadline with a timed park and bk->expire */
 };
 
 /* Called by a backend when op finished with raw result res. Applies the one
@@ -123,6 +137,11 @@ struct rn__backend {
      * of its provided-buffer ring); false if buf is not its own. NULL when
      * the backend keeps no buffers of its own. */
     bool (*lend_release)(struct rn__loop *loop, void *buf);
+    /* An op the backend marked loop_timed reached its deadline (res
+     * -ETIMEDOUT) or its timed park could not be recorded (-ENOMEM): take
+     * it out of wherever it waits and complete it with res. NULL when the
+     * backend never marks ops so. */
+    void (*expire)(struct rn__loop *loop, struct rn__op *op, int res);
 };
 
 extern const struct rn__backend rn__backend_uring;

@@ -181,7 +181,10 @@ ssize_t rn_conn_read(rn_conn *c, void *buf, size_t max);
  * negative errors leave *data NULL. A task waiting here holds no buffer: on
  * io_uring the kernel takes one from a ring shared by the thread's
  * connections only when bytes arrive (on epoll, once the socket is
- * readable), so thousands of idle connections cost no buffer memory. The
+ * readable), so thousands of idle connections cost no buffer memory. On
+ * request/response traffic over io_uring the bytes are lent where a
+ * multishot recv put them: one arrival per read, never more than
+ * RN_LENT_MAX (a read is short whenever less has arrived). The
  * bytes are yours, read-only, until the next read of any kind on c
  * (rn_conn_read, rn_conn_read_exact, rn_conn_read_lent), rn_conn_release_lent
  * or rn_conn_close; writing them back with rn_conn_write_all before that

@@ -389,10 +389,17 @@ TEST_P(StreamReadTest, AReaderThatReadsNothingHoldsTheWriterBackAndThenGetsExact
             lent = FloodAndDrain(p.cli, p.acc, 100, 0, true, "after ping-pong, lent bytes held");
             ClosePair(&p);
         }
-        /* The library holds a bounded few buffers per connection at most:
-         * not another megabyte beyond what the kernel took anyway. */
-        EXPECT_LT(after, fresh + (1u << 20)) << "fresh " << fresh;
-        EXPECT_LT(lent, fresh + (1u << 20)) << "fresh " << fresh;
+        /* Bounded, not nothing: on io_uring, before the cancel that the
+         * per-connection cap sends has landed, the kernel may fill up to
+         * about 64 stream buffers (~1 MiB) for the connection in one
+         * wake-up (it retries a multishot recv up to 32 times), and having
+         * read that fast grows the socket's receive buffer (TCP
+         * autotuning, up to tcp_rmem's max) as it would for any fast
+         * reader. The second write in FloodAndDrain is the strict half: a
+         * reader that has stopped lets nothing more through. */
+        uint64_t slack = (2u << 20) + SysctlField("/proc/sys/net/ipv4/tcp_rmem", 2);
+        EXPECT_LT(after, fresh + slack) << "fresh " << fresh;
+        EXPECT_LT(lent, fresh + slack) << "fresh " << fresh;
     });
 }
 

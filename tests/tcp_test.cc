@@ -583,3 +583,65 @@ TEST_P(TcpEofTest, EndOfStreamArrivingWithTheLastBytesIsSeenAfterAShortRead) {
 }
 
 RNT_INSTANTIATE_BACKENDS(TcpEofTest);
+
+namespace {
+
+/* Request/response traffic is what io_uring's stream reads are for: after
+ * the first short read a connection's reads are served by one multishot
+ * recv, so a ping-pong costs the engine one SQE per write and about none
+ * per read (without stream reads it is one per read as well: ~2 per round
+ * trip per side). On epoll each op is one syscall tried, and a read after
+ * one that got all it asked for one more (EAGAIN). Also
+ * checks every byte of the exchange, with messages of changing sizes. */
+class TcpCountersTest : public BackendTest {};
+
+TEST_P(TcpCountersTest, PingPongReadsCostAboutNoSubmissionEachOnIoUring) {
+    OnLoopRun([&] {
+        Pair p;
+        ASSERT_TRUE(MakePair(&p));
+        constexpr int kRounds = 500;
+        int echoed = 0;
+        RNT_SPAWN([&] {
+            char buf[4096];
+            for (int i = 0; i < kRounds; i++) {
+                size_t want = 1 + (size_t)(i * 37) % 3000, got = 0;
+                while (got < want) { /* the message may come in pieces */
+                    ssize_t n = rn_conn_read(p.acc, buf + got, sizeof buf - got);
+                    ASSERT_GT(n, 0) << rn_last_error();
+                    got += (size_t)n;
+                }
+                ASSERT_EQ(want, got);
+                ASSERT_EQ(0, rn_conn_write_all(p.acc, buf, got)) << rn_last_error();
+                echoed++;
+            }
+        });
+        rn_stats before{}, after{};
+        ASSERT_EQ(0, rn_loop_stats(&before));
+        uint64_t off = 0;
+        for (int i = 0; i < kRounds; i++) {
+            size_t want = 1 + (size_t)(i * 37) % 3000;
+            std::string m = Pattern(want, 7, off);
+            ASSERT_EQ(0, rn_conn_write_all(p.cli, m.data(), m.size())) << rn_last_error();
+            std::string back(want, '\0');
+            ASSERT_EQ(0, rn_conn_read_exact(p.cli, &back[0], want)) << rn_last_error();
+            ASSERT_EQ(-1, FirstPatternMismatch(back.data(), want, off, 7)) << "round " << i;
+            off += want;
+        }
+        ASSERT_EQ(0, rn_loop_stats(&after));
+        EXPECT_TRUE(WaitUntil([&] { return echoed == kRounds; }));
+        uint64_t ops = after.ops_submitted - before.ops_submitted;
+        /* 2 x kRounds writes at least, whatever the backend. */
+        EXPECT_GE(ops, 2u * kRounds);
+        printf("[ringnet] %s: %llu operations submitted for %d round trips\n", backend(), (unsigned long long)ops,
+               kRounds);
+        if (std::string(backend()) == "io_uring")
+            EXPECT_LE(ops, 2u * kRounds + 2u * kRounds / 10) << "SQEs for " << kRounds << " round trips";
+        else /* a write each; a read_exact that got all it asked tries once more and meets EAGAIN */
+            EXPECT_LE(ops, 6u * kRounds + 20u) << "syscalls tried for " << kRounds << " round trips";
+        ClosePair(&p);
+    });
+}
+
+RNT_INSTANTIATE_BACKENDS(TcpCountersTest);
+
+} // namespace

@@ -113,7 +113,12 @@ RN_EXPORT int rn_conn_upgrade_to_tls_with(rn_conn *c, const char *host, const rn
      * bytes waiting now were sent past the upgrade point: injected
      * plaintext (CVE-2021-23222 in libpq). */
     int waiting = 0;
-    if (ioctl(c->f.fd, FIONREAD, &waiting) == 0 && waiting > 0) {
+    if (ioctl(c->f.fd, FIONREAD, &waiting) < 0)
+        waiting = 0;
+    /* Bytes the engine already took off the socket for a read to come
+     * (io_uring's stream reads) count the same. */
+    waiting += (int)c->f.held;
+    if (waiting > 0) {
         rc = rn__err(RN_ETLS,
                      "%s refused: %d bytes arrived from %s after its go-ahead and before our "
                      "ClientHello; plaintext "

@@ -30,25 +30,68 @@
 /* user_data tags: ops are at least 8-aligned, so the low bits are free. */
 #define UD_IGNORE 0ull            /* linked timeouts and cancels: their op's CQE decides */
 #define UD_ACCEPT_MS 1ull         /* | rn__fd*: the multishot accept of a listener */
+#define UD_RECV_MS 2ull           /* | rn__fd*: the multishot recv of a connection */
 #define UD_TAG_MASK 7ull
 
 RN_STATIC_ASSERT(_Alignof(struct rn__op) >= 8, "op pointers carry tags in their low bits");
 RN_STATIC_ASSERT(_Alignof(struct rn__fd) >= 8, "fd pointers carry tags in their low bits");
 
-/* Lent reads (rn_conn_read_lent) take their buffer from a provided-buffer
- * ring: the kernel picks one only when bytes arrive, so a task waiting to
- * read holds none. LEND_ENTRIES buffers of RN__LEND_SIZE bytes, mapped on
- * the first lent read; when all are out, the recv fails with -ENOBUFS and is
- * sent again into a heap buffer (rn__lend_alloc). */
+/* A provided-buffer ring: the kernel picks one of its buffers only when
+ * bytes arrive, so a task waiting to read holds none. Mapped on first use
+ * (one mapping: the ring entries, then the buffers); tried once. */
+struct pring {
+    struct io_uring_buf_ring *br; /* NULL until set up (or if that failed) */
+    char *bufs;                   /* entries * size bytes */
+    size_t map_len;
+    unsigned entries, size;       /* entries: a power of two */
+    unsigned short bgid;
+    bool tried;
+};
+
+/* Lent reads (rn_conn_read_lent) that go one-shot to the kernel: 64 buffers
+ * of RN__LEND_SIZE bytes; when all are out, the recv fails with -ENOBUFS and
+ * is sent again into a heap buffer (rn__lend_alloc). */
 #define LEND_ENTRIES 64u
 #define LEND_BGID 0
 
+/* Stream reads. A connection whose last read came back short (request /
+ * response traffic: the socket was emptied) gets one multishot recv that
+ * stays in the kernel across reads; each arrival fills a buffer of the
+ * stream ring and queues on the connection (linked through sbuf), and
+ * reads are served from that queue: copied out (rn_conn_read) or lent
+ * (rn_conn_read_lent). One SQE per connection instead of one per read.
+ *  - Backpressure: once a queue holds SR_CAP bytes the multishot is
+ *    cancelled and the next read after the queue is one-shot, so a reader
+ *    that stops reading stops the kernel taking bytes for it (TCP's window
+ *    closes as before); a full one-shot read keeps it one-shot (bulk).
+ *  - The ring running dry ends multishots with -ENOBUFS: their readers go
+ *    one-shot once, then may re-arm.
+ *  - A read parked on the queue is outside the kernel, so its deadline is
+ *    the loop's (loop_timed, a timed park, uring_expire).
+ *  - Ordering: a multishot is armed only with an empty queue and no
+ *    one-shot recv in flight, and a one-shot recv goes out only with no
+ *    multishot armed and an empty queue.
+ *  - RN_URING_RECV_MULTISHOT=0 turns it off (comparisons); a kernel that
+ *    refuses it (before 6.0: -EINVAL) turns it off for the loop. */
+/* 1024 buffers of 16 KiB (a lent read may take RN_LENT_MAX bytes at once):
+ * 16 MiB of address space, of which only pages the kernel wrote are
+ * memory: small messages touch one page per buffer (4 MiB at most). */
+#define SR_ENTRIES 1024u
+#define SR_SIZE RN__LEND_SIZE
+#define SR_BGID 1
+#define SR_CAP (64u * 1024u)
+
+struct sbuf {
+    uint32_t len, off; /* bytes the kernel put there; bytes read already */
+    uint16_t next;     /* the next queued buffer's id + 1; 0: last */
+};
+
 struct uring {
     struct io_uring ring;
-    struct io_uring_buf_ring *br; /* NULL until the first lent read (or if it failed) */
-    char *br_bufs;                /* LEND_ENTRIES * RN__LEND_SIZE bytes */
-    size_t br_map_len;            /* the one mapping: the ring entries, then the buffers */
-    bool br_tried;
+    struct pring lend;        /* one-shot lent reads */
+    struct pring sr;          /* stream reads */
+    bool rms_off;             /* no multishot recv: refused by the kernel or RN_URING_RECV_MULTISHOT=0 */
+    struct sbuf sm[SR_ENTRIES];
 };
 
 /* Setup flags, best first. SINGLE_ISSUER|DEFER_TASKRUN (6.1) runs completion
@@ -127,6 +170,10 @@ static int uring_init(struct rn__loop *loop, void **state, char *why, size_t why
         }
     }
     io_uring_free_probe(probe);
+    u->lend = (struct pring){.entries = LEND_ENTRIES, .size = RN__LEND_SIZE, .bgid = LEND_BGID};
+    u->sr = (struct pring){.entries = SR_ENTRIES, .size = SR_SIZE, .bgid = SR_BGID};
+    const char *ms = getenv("RN_URING_RECV_MULTISHOT");
+    u->rms_off = ms && !strcmp(ms, "0");
     /* Saves an fdget per io_uring_enter (5.18); optional. */
     (void)io_uring_register_ring_fd(&u->ring);
     *state = u;
@@ -137,9 +184,12 @@ static int uring_init(struct rn__loop *loop, void **state, char *why, size_t why
 static void uring_destroy(struct rn__loop *loop, void *state)
 {
     struct uring *u = state;
-    if (u->br) {
-        (void)io_uring_unregister_buf_ring(&u->ring, LEND_BGID);
-        munmap(u->br, u->br_map_len);
+    struct pring *rings[] = {&u->lend, &u->sr};
+    for (size_t i = 0; i < 2; i++) {
+        if (rings[i]->br) {
+            (void)io_uring_unregister_buf_ring(&u->ring, rings[i]->bgid);
+            munmap(rings[i]->br, rings[i]->map_len);
+        }
     }
     io_uring_queue_exit(&u->ring);
     free(u);
@@ -153,8 +203,20 @@ static int uring_fd_open(struct rn__loop *loop, struct rn__fd *f)
     return 0;
 }
 
+static void sr_put(struct uring *u, unsigned bid);
+
 static void uring_fd_close(struct rn__loop *loop, struct rn__fd *f)
 {
+    struct uring *u = loop->bk_state;
+    /* Bytes received for the connection and never read go with it. */
+    while (f->rmsq_head) {
+        unsigned bid = f->rmsq_head - 1u;
+        f->rmsq_head = u->sm[bid].next;
+        sr_put(u, bid);
+    }
+    f->rmsq_tail = 0;
+    f->held = 0;
+    f->rms_end = false;
     /* Accepted descriptors nobody took are closed with their listener. */
     for (unsigned i = 0; i < f->accq_len; i++)
         close(f->accq[(f->accq_head + i) % f->accq_cap]);
@@ -247,52 +309,210 @@ static void submit_accept(struct rn__loop *loop, struct uring *u, struct rn__op 
         arm_accept(loop, u, f);
 }
 
-/* Buffer bid of the lent-read ring, ready for the kernel once advanced. */
-static void ring_put(struct uring *u, unsigned bid, int offset)
+/* Buffer bid of ring p, ready for the kernel once advanced. */
+static void pring_put(struct pring *p, unsigned bid, int offset)
 {
-    io_uring_buf_ring_add(u->br, u->br_bufs + (size_t)bid * RN__LEND_SIZE, RN__LEND_SIZE, (unsigned short)bid,
-                          io_uring_buf_ring_mask(LEND_ENTRIES), offset);
+    io_uring_buf_ring_add(p->br, p->bufs + (size_t)bid * p->size, p->size, (unsigned short)bid,
+                          io_uring_buf_ring_mask(p->entries), offset);
 }
 
-/* Map and register the lent-read buffer ring (liburing 2.3 has no helper
- * for it). Tried once; without it, lent reads use heap buffers. */
-static void lend_ring_setup(struct uring *u)
+static char *pring_buf(const struct pring *p, unsigned bid)
 {
-    u->br_tried = true;
-    size_t ring_len = LEND_ENTRIES * sizeof(struct io_uring_buf);
+    return p->bufs + (size_t)bid * p->size;
+}
+
+/* Map and register ring p (liburing 2.3 has no helper for it); whether it
+ * is there. Tried once. */
+static bool pring_ready(struct uring *u, struct pring *p)
+{
+    if (p->br || p->tried)
+        return p->br != NULL;
+    p->tried = true;
+    size_t ring_len = p->entries * sizeof(struct io_uring_buf);
     ring_len = (ring_len + 4095) & ~(size_t)4095; /* the kernel wants the ring page-aligned */
-    size_t len = ring_len + (size_t)LEND_ENTRIES * RN__LEND_SIZE;
+    size_t len = ring_len + (size_t)p->entries * p->size;
     void *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED)
-        return;
+        return false;
     struct io_uring_buf_ring *br = mem;
     io_uring_buf_ring_init(br);
     struct io_uring_buf_reg reg;
     memset(&reg, 0, sizeof reg);
     reg.ring_addr = (uint64_t)(uintptr_t)br;
-    reg.ring_entries = LEND_ENTRIES;
-    reg.bgid = LEND_BGID;
+    reg.ring_entries = p->entries;
+    reg.bgid = p->bgid;
     if (io_uring_register_buf_ring(&u->ring, &reg, 0) < 0) {
         munmap(mem, len);
-        return;
+        return false;
     }
-    u->br = br;
-    u->br_bufs = (char *)mem + ring_len;
-    u->br_map_len = len;
-    for (unsigned i = 0; i < LEND_ENTRIES; i++)
-        ring_put(u, i, (int)i);
-    io_uring_buf_ring_advance(br, (int)LEND_ENTRIES);
+    p->br = br;
+    p->bufs = (char *)mem + ring_len;
+    p->map_len = len;
+    for (unsigned i = 0; i < p->entries; i++)
+        pring_put(p, i, (int)i);
+    io_uring_buf_ring_advance(br, (int)p->entries);
+    return true;
+}
+
+/* The id of p's buffer that holds address b, or -1. */
+static int pring_find(const struct pring *p, const char *b)
+{
+    if (!p->br || b < p->bufs || b >= p->bufs + (size_t)p->entries * p->size)
+        return -1;
+    return (int)((size_t)(b - p->bufs) / p->size);
+}
+
+static void sr_put(struct uring *u, unsigned bid)
+{
+    pring_put(&u->sr, bid, 0);
+    io_uring_buf_ring_advance(u->sr.br, 1);
 }
 
 static bool uring_lend_release(struct rn__loop *loop, void *buf)
 {
     struct uring *u = loop->bk_state;
-    char *b = buf;
-    if (!u->br || b < u->br_bufs || b >= u->br_bufs + (size_t)LEND_ENTRIES * RN__LEND_SIZE)
+    int bid = pring_find(&u->lend, buf);
+    if (bid >= 0) {
+        pring_put(&u->lend, (unsigned)bid, 0);
+        io_uring_buf_ring_advance(u->lend.br, 1);
+        return true;
+    }
+    /* A stream buffer lent from a connection's queue (at any offset in it). */
+    if ((bid = pring_find(&u->sr, buf)) >= 0) {
+        sr_put(u, (unsigned)bid);
+        return true;
+    }
+    return false;
+}
+
+/* ---- stream reads (see the comment at SR_ENTRIES) -------------------------------- */
+
+static void rms_push(struct uring *u, struct rn__fd *f, unsigned bid, uint32_t len)
+{
+    u->sm[bid] = (struct sbuf){.len = len, .off = 0, .next = 0};
+    if (f->rmsq_tail)
+        u->sm[f->rmsq_tail - 1u].next = (uint16_t)(bid + 1u);
+    else
+        f->rmsq_head = (uint16_t)(bid + 1u);
+    f->rmsq_tail = (uint16_t)(bid + 1u);
+    f->held += len;
+}
+
+static void rms_pop(struct uring *u, struct rn__fd *f)
+{
+    unsigned bid = f->rmsq_head - 1u;
+    f->rmsq_head = u->sm[bid].next;
+    if (!f->rmsq_head)
+        f->rmsq_tail = 0;
+}
+
+/* Finish op from f's queue (which holds bytes or the stream's last word). */
+static void rms_serve(struct rn__loop *loop, struct uring *u, struct rn__fd *f, struct rn__op *op)
+{
+    op->loop_timed = false;
+    if (!f->rmsq_head) {
+        f->rms_end = false; /* handed out once; a later recv asks the kernel again */
+        rn__op_complete(loop, op, f->rms_res);
+        return;
+    }
+    if (op->lend) {
+        /* The whole rest of the first buffer, lent where it lies. */
+        unsigned bid = f->rmsq_head - 1u;
+        struct sbuf *b = &u->sm[bid];
+        uint32_t n = b->len - b->off;
+        op->buf = pring_buf(&u->sr, bid) + b->off;
+        rms_pop(u, f);
+        f->held -= n;
+        rn__op_complete(loop, op, (int)n);
+        return;
+    }
+    size_t got = 0;
+    while (f->rmsq_head && got < op->len) {
+        unsigned bid = f->rmsq_head - 1u;
+        struct sbuf *b = &u->sm[bid];
+        size_t n = b->len - b->off;
+        if (n > op->len - got)
+            n = op->len - got;
+        memcpy((char *)op->buf + got, pring_buf(&u->sr, bid) + b->off, n);
+        got += n;
+        b->off += (uint32_t)n;
+        f->held -= (uint32_t)n;
+        if (b->off == b->len) {
+            rms_pop(u, f);
+            sr_put(u, bid);
+        }
+    }
+    rn__op_complete(loop, op, (int)got);
+}
+
+static void rms_park(struct rn__fd *f, struct rn__op *op)
+{
+    struct rn__op **pp = &f->rms_wait;
+    while (*pp)
+        pp = &(*pp)->next;
+    op->next = NULL;
+    *pp = op;
+    op->loop_timed = op->deadline != 0;
+}
+
+static void uring_expire(struct rn__loop *loop, struct rn__op *op, int res)
+{
+    for (struct rn__op **pp = &op->f->rms_wait; *pp; pp = &(*pp)->next) {
+        if (*pp == op) {
+            *pp = op->next;
+            op->loop_timed = false;
+            rn__op_complete(loop, op, res);
+            return;
+        }
+    }
+}
+
+/* Give f a multishot recv into the stream ring; false if it cannot. */
+static bool rms_arm(struct rn__loop *loop, struct uring *u, struct rn__fd *f)
+{
+    if (!pring_ready(u, &u->sr))
         return false;
-    ring_put(u, (unsigned)((size_t)(b - u->br_bufs) / RN__LEND_SIZE), 0);
-    io_uring_buf_ring_advance(u->br, 1);
+    struct io_uring_sqe *sqe = get_sqes(loop, u, 1);
+    if (!sqe)
+        return false;
+    io_uring_prep_recv_multishot(sqe, f->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = SR_BGID;
+    sqe->ioprio |= IORING_RECVSEND_POLL_FIRST; /* armed after a short read: the socket is empty */
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)f | UD_RECV_MS);
+    f->rms_armed = true;
+    f->rms_cancel = false;
+    /* In flight until its last CQE, as a listener's multishot accept. */
+    f->inflight++;
+    loop->inflight++;
     return true;
+}
+
+static void submit_one(struct rn__loop *loop, struct uring *u, struct rn__op *op);
+
+/* A recv: from f's queue, parked on its multishot, on a new multishot, or
+ * one-shot to the kernel. A lent recv that already has a heap buffer (sent
+ * again after -ENOBUFS) is one-shot. */
+static void submit_recv(struct rn__loop *loop, struct uring *u, struct rn__op *op)
+{
+    struct rn__fd *f = op->f;
+    if (!(op->lend && op->buf)) {
+        if (f->rmsq_head || f->rms_end) {
+            rms_serve(loop, u, f, op);
+            return;
+        }
+        if (f->rms_armed || (f->rd_drained && !f->rms_skip && !f->rs_inflight && !u->rms_off && rms_arm(loop, u, f))) {
+            rms_park(f, op);
+            return;
+        }
+        f->rms_skip = false;
+    }
+    if (RN_UNLIKELY(op->lend) && !op->buf && !pring_ready(u, &u->lend) && !(op->buf = rn__lend_alloc(loop))) {
+        rn__op_complete(loop, op, -ENOMEM);
+        return;
+    }
+    f->rs_inflight++;
+    submit_one(loop, u, op);
 }
 
 static void uring_submit(struct rn__loop *loop, struct rn__op *op)
@@ -302,17 +522,21 @@ static void uring_submit(struct rn__loop *loop, struct rn__op *op)
         submit_accept(loop, u, op);
         return;
     }
-    if (RN_UNLIKELY(op->lend) && !op->buf) {
-        if (!u->br_tried)
-            lend_ring_setup(u);
-        if (!u->br && !(op->buf = rn__lend_alloc(loop))) {
-            rn__op_complete(loop, op, -ENOMEM);
-            return;
-        }
+    if (op->kind == RN__OP_RECV) {
+        submit_recv(loop, u, op);
+        return;
     }
+    submit_one(loop, u, op);
+}
+
+/* op as one SQE (and its linked timeout). */
+static void submit_one(struct rn__loop *loop, struct uring *u, struct rn__op *op)
+{
     bool linked = op->deadline && op->kind != RN__OP_SLEEP;
     struct io_uring_sqe *sqe = get_sqes(loop, u, linked ? 2 : 1);
     if (!sqe) {
+        if (op->kind == RN__OP_RECV)
+            op->f->rs_inflight--;
         rn__op_complete(loop, op, -ENOMEM);
         return;
     }
@@ -359,10 +583,15 @@ static void uring_submit(struct rn__loop *loop, struct rn__op *op)
 static void uring_cancel_fd(struct rn__loop *loop, struct rn__fd *f)
 {
     struct uring *u = loop->bk_state;
-    /* Accepts parked here never reached the kernel: finish them now. */
+    /* Accepts and reads parked here never reached the kernel: finish them now. */
     struct rn__op *op;
     while ((op = accwait_pop(f)) != NULL)
         rn__op_complete(loop, op, -ECANCELED);
+    while ((op = f->rms_wait) != NULL) {
+        f->rms_wait = op->next;
+        op->loop_timed = false;
+        rn__op_complete(loop, op, -ECANCELED);
+    }
     struct io_uring_sqe *sqe = get_sqes(loop, u, 1);
     if (!sqe)
         return;
@@ -403,14 +632,69 @@ static void dispatch_accept(struct rn__loop *loop, struct uring *u, struct rn__f
     }
 }
 
+static void dispatch_recv_ms(struct rn__loop *loop, struct uring *u, struct rn__fd *f, const struct io_uring_cqe *cqe)
+{
+    bool more = cqe->flags & IORING_CQE_F_MORE;
+    int res = cqe->res;
+    if (res > 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        if (f->closing) {
+            sr_put(u, bid);
+        } else {
+            (void)VALGRIND_MAKE_MEM_DEFINED(pring_buf(&u->sr, bid), (size_t)res);
+            rms_push(u, f, bid, (uint32_t)res);
+            if (f->held >= SR_CAP && more && !f->rms_cancel) {
+                /* The reader is behind (or this is bulk): stop taking
+                 * bytes for it, and read one-shot once it has caught up. */
+                struct io_uring_sqe *sqe = get_sqes(loop, u, 1);
+                if (sqe) {
+                    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)f | UD_RECV_MS, 0);
+                    io_uring_sqe_set_data64(sqe, UD_IGNORE);
+                    f->rms_cancel = true;
+                }
+                f->rms_skip = true;
+            }
+        }
+    } else if (res == -ENOBUFS) {
+        f->rms_skip = true; /* the ring ran dry: the readers go one-shot once */
+    } else if (res == -EINVAL) {
+        u->rms_off = true; /* a kernel without multishot recv (before 6.0) */
+    } else if (res != -ECANCELED && !f->closing) {
+        f->rms_end = true; /* 0 (EOF) or an error: after the bytes before it */
+        f->rms_res = res;
+    }
+    if (!more) {
+        f->rms_armed = false;
+        f->rms_cancel = false;
+        loop->inflight--;
+        rn__fd_drop(loop, f);
+    }
+    struct rn__op *op;
+    while ((op = f->rms_wait) != NULL && (f->rmsq_head || f->rms_end)) {
+        f->rms_wait = op->next;
+        rms_serve(loop, u, f, op);
+    }
+    if (f->rms_wait && !f->rms_armed && !f->closing) {
+        /* Nothing armed any more for the readers still parked: send them
+         * again, in order (the first may arm a new multishot). */
+        op = f->rms_wait;
+        f->rms_wait = NULL;
+        while (op) {
+            struct rn__op *next = op->next;
+            op->loop_timed = false;
+            submit_recv(loop, u, op);
+            op = next;
+        }
+    }
+}
+
 /* A lent recv's CQE: note the buffer the kernel filled; when the ring had
  * none left, send the recv again into a heap buffer (true: not done yet). */
 static bool lend_complete(struct rn__loop *loop, struct uring *u, struct rn__op *op, const struct io_uring_cqe *cqe,
                           int *res)
 {
     if (cqe->flags & IORING_CQE_F_BUFFER) {
-        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-        op->buf = u->br_bufs + (size_t)bid * RN__LEND_SIZE;
+        op->buf = pring_buf(&u->lend, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
         return false;
     }
     if (*res != -ENOBUFS || op->buf || op->f->closing)
@@ -420,7 +704,7 @@ static bool lend_complete(struct rn__loop *loop, struct uring *u, struct rn__op 
         *res = -ENOMEM;
         return false;
     }
-    uring_submit(loop, op); /* still counted in flight: no completion was reported */
+    submit_recv(loop, u, op); /* still counted in flight: no completion was reported */
     return true;
 }
 
@@ -440,13 +724,25 @@ static unsigned reap(struct rn__loop *loop, struct uring *u)
             dispatch_accept(loop, u, (struct rn__fd *)(uintptr_t)(ud & ~UD_TAG_MASK), cqe);
             continue;
         }
+        if ((ud & UD_TAG_MASK) == UD_RECV_MS) {
+            dispatch_recv_ms(loop, u, (struct rn__fd *)(uintptr_t)(ud & ~UD_TAG_MASK), cqe);
+            continue;
+        }
         struct rn__op *op = (struct rn__op *)(uintptr_t)ud;
         int res = cqe->res;
+        if (op->kind == RN__OP_RECV)
+            op->f->rs_inflight--;
         if (RN_UNLIKELY(op->lend) && lend_complete(loop, u, op, cqe, &res))
             continue; /* sent again */
         if (op->kind == RN__OP_RECV && res > 0 && op->buf)
             (void)VALGRIND_MAKE_MEM_DEFINED(op->buf, (size_t)res);
+        struct rn__fd *f = op->kind == RN__OP_RECV ? op->f : NULL;
         rn__op_complete(loop, op, res);
+        /* The kernel says whether the recv left bytes in the socket (6.0+,
+         * as multishot recv): a read that got exactly what it asked for
+         * (read_exact of a header) may still have emptied it. */
+        if (f && res > 0 && !u->rms_off && !f->closing)
+            f->rd_drained = !(cqe->flags & IORING_CQE_F_SOCK_NONEMPTY);
     }
     io_uring_cq_advance(&u->ring, n);
     return n;
@@ -501,4 +797,5 @@ const struct rn__backend rn__backend_uring = {
     .cancel_fd = uring_cancel_fd,
     .run_once = uring_run_once,
     .lend_release = uring_lend_release,
+    .expire = uring_expire,
 };
