@@ -95,6 +95,10 @@ valgrind_filter+=':*DnsHostileTest*/epoll:*ErrorsBackendTest*/epoll:*LentTest*/e
 valgrind_filter+=':*OverflowTest.FiveHundred*/epoll:*DeadlineTest.*Read*/epoll'
 valgrind_filter+=':*DeadlineTest.Deadline*/epoll:*DeadlineTest.NegativeDeadline*/epoll'
 valgrind_filter+=':*DeadlineTest.ConnectTimeout*/epoll'
+stream_subset='*StreamReadTest.ManyConnectionsRead*:*StreamReadTest.ParkedReaders*:*StreamReadTest.ReadDeadline*'
+stream_subset+=':*StreamReadTest.DeadlinesWithTwo*:*StreamReadTest.CloseWhile*:*StreamReadTest.EndOfStream*'
+stream_subset+=':*StreamReadTest.StarttlsAfter*:*TcpCountersTest*'
+valgrind_filter+=":${stream_subset//\*:/*/epoll:}/epoll"
 valgrind_filter+=':ErrorsTest.*:TlsConfigTest.*:TaskStackSizeTest.*'
 # TlsServerKeeps... times a good client's whole TLS handshake against 1 s,
 # which memcheck's slowdown can pass (it did once: 1,097 ms).
@@ -110,6 +114,7 @@ valgrind_filter+=':*TcpTest*/io_uring:*TasksTest*/io_uring'
 valgrind_filter+=':*LentTest*/io_uring:*OverflowTest.FiveHundred*/io_uring:*DnsTest.Numeric*/io_uring'
 valgrind_filter+=':*DeadlineTest.*Read*/io_uring:*DeadlineTest.Deadline*/io_uring'
 valgrind_filter+=':*DeadlineTest.NegativeDeadline*/io_uring:*DeadlineTest.ConnectTimeout*/io_uring'
+valgrind_filter+=":${stream_subset//\*:/*/io_uring:}/io_uring"
 valgrind_filter+=':-*TwoThousand*:*ByName*:*UnknownName*:*EachThreadHasItsOwnLoop*'
 valgrind_filter+=':*DeadlineTest.ReadDeadlineDoesNotBoundWrites*:*DeadlineTest.SetDeadlineBoundsBoth*'
 valgrind_filter+=':*LentTest.ConcurrentEchoes*:*LentTest.FourMebibytes*:*LentTest.MoreHolders*'
