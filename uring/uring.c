@@ -742,9 +742,15 @@ static unsigned reap(struct rn__loop *loop, struct uring *u)
         rn__op_complete(loop, op, res);
         /* The kernel says whether the recv left bytes in the socket (6.0+,
          * as multishot recv): a read that got exactly what it asked for
-         * (read_exact of a header) may still have emptied it. */
-        if (f && res > 0 && !u->rms_off && !f->closing)
+         * (read_exact of a header) may still have emptied it. A read of
+         * more than a stream buffer holds is bulk, even if it emptied the
+         * socket (a fast reader on loopback does): it stays one-shot, one
+         * copy straight into the caller's buffer. */
+        if (f && res > 0 && !u->rms_off && !f->closing) {
             f->rd_drained = !(cqe->flags & IORING_CQE_F_SOCK_NONEMPTY);
+            if ((unsigned)res > SR_SIZE)
+                f->rms_skip = true;
+        }
     }
     io_uring_cq_advance(&u->ring, n);
     return n;
