@@ -262,63 +262,16 @@ static void run_ready(struct rn__loop *loop)
     }
 }
 
-/* ---- timed parks: a min-heap of tasks on park_deadline ----------------------------- */
-
-static void theap_set(struct rn__loop *loop, size_t i, struct rn__task *t)
-{
-    loop->theap[i] = t;
-    t->theap_idx = i;
-}
-
-static void theap_up(struct rn__loop *loop, size_t i)
-{
-    struct rn__task *t = loop->theap[i];
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (loop->theap[p]->park_deadline <= t->park_deadline)
-            break;
-        theap_set(loop, i, loop->theap[p]);
-        i = p;
-    }
-    theap_set(loop, i, t);
-}
-
-static void theap_down(struct rn__loop *loop, size_t i)
-{
-    struct rn__task *t = loop->theap[i];
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= loop->theap_len)
-            break;
-        if (c + 1 < loop->theap_len && loop->theap[c + 1]->park_deadline < loop->theap[c]->park_deadline)
-            c++;
-        if (t->park_deadline <= loop->theap[c]->park_deadline)
-            break;
-        theap_set(loop, i, loop->theap[c]);
-        i = c;
-    }
-    theap_set(loop, i, t);
-}
-
-static void theap_del(struct rn__loop *loop, struct rn__task *t)
-{
-    size_t i = t->theap_idx;
-    struct rn__task *last = loop->theap[--loop->theap_len];
-    t->park_deadline = 0;
-    if (i == loop->theap_len)
-        return;
-    theap_set(loop, i, last);
-    theap_up(loop, i);
-    theap_down(loop, last->theap_idx);
-}
+/* ---- timed parks: tasks in loop->timers on their deadline ------------------------- */
 
 /* Wake the timed parks whose deadline has come. */
 static void fire_timers(struct rn__loop *loop)
 {
     int64_t now = rn__now_ns();
-    while (loop->theap_len > 0 && loop->theap[0]->park_deadline <= now) {
-        struct rn__task *t = loop->theap[0];
-        theap_del(loop, t);
+    struct rn__heap_node *n;
+    while ((n = rn__heap_min(&loop->timers)) && n->key <= now) {
+        struct rn__task *t = rn__heap_entry(n, struct rn__task, timer);
+        rn__heap_remove(&loop->timers, n);
         t->timed_out = true;
         rn__task_wake(loop, t);
     }
@@ -332,22 +285,13 @@ int rn__task_park_until(struct rn__loop *loop, int64_t deadline)
     }
     if (rn__now_ns() >= deadline)
         return -ETIMEDOUT;
-    if (loop->theap_len == loop->theap_cap) {
-        size_t cap = loop->theap_cap ? loop->theap_cap * 2 : 16;
-        struct rn__task **h = realloc(loop->theap, cap * sizeof *h);
-        if (!h)
-            return -ENOMEM;
-        loop->theap = h;
-        loop->theap_cap = cap;
-    }
     struct rn__task *t = loop->current;
+    if (rn__heap_push(&loop->timers, &t->timer, deadline, 16) < 0)
+        return -ENOMEM;
     t->timed_out = false;
-    t->park_deadline = deadline;
-    theap_set(loop, loop->theap_len++, t);
-    theap_up(loop, loop->theap_len - 1);
     rn__task_park(loop);
-    if (t->park_deadline) /* woken before its deadline: no longer timed */
-        theap_del(loop, t);
+    if (rn__heap_queued(&t->timer)) /* woken before its deadline: no longer timed */
+        rn__heap_remove(&loop->timers, &t->timer);
     return t->timed_out ? -ETIMEDOUT : 0;
 }
 
@@ -373,12 +317,12 @@ static int loop_run(struct rn__loop *loop, const bool *flag)
         if (flag ? *flag : loop->ntasks == 0)
             break;
         bool wait = loop->rq_head == NULL;
-        if (wait && loop->inflight == 0 && loop->theap_len == 0) {
+        if (wait && loop->inflight == 0 && loop->timers.len == 0) {
             rc = -EDEADLK;
             break;
         }
         backend_pass(loop, wait);
-        if (loop->theap_len)
+        if (loop->timers.len)
             fire_timers(loop);
     }
     loop->running--;
@@ -428,7 +372,7 @@ int rn__op_wait(struct rn__loop *loop, struct rn__op *op)
     op->done = false;
     op->task = loop->current;
     op->next = NULL;
-    op->heap_idx = -1;
+    op->timer.idx = RN__HEAP_NONE;
     if (op->f) {
         if (op->f->closing)
             return RN_ECLOSED;
@@ -547,7 +491,7 @@ static void loop_destroy(struct rn__loop *loop)
         return;
     if (loop->bk)
         loop->bk->destroy(loop, loop->bk_state);
-    free(loop->theap);
+    rn__heap_free(&loop->timers);
     while (loop->lend_cache) {
         void *b = loop->lend_cache;
         memcpy(&loop->lend_cache, b, sizeof(void *));

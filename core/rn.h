@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <linux/time_types.h>
 
+#include "heap.h"
 #include "ringnet.h"
 
 #define RN_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -92,7 +93,7 @@ struct rn__op {
     int64_t deadline;          /* absolute rn__now_ns instant, 0 = none */
     struct __kernel_timespec ts; /* io_uring: the deadline as a timespec until submitted */
     struct rn__op *next;       /* backend queues (epoll waiters, accept waiters) */
-    int heap_idx;              /* epoll timer heap slot, -1 when not in it */
+    struct rn__heap_node timer; /* epoll: its place in the deadline heap (idx RN__HEAP_NONE: not in it) */
     bool loop_timed;           /* the backend holds op outside the kernel: rn__op_wait
                                 * enforces its deadline with a timed park and bk->expire */
 };
@@ -172,8 +173,8 @@ struct rn__task {
     bool ready;                /* root only: woken */
     unsigned err_seq;          /* sentences (rn__err) this task has written */
     bool timed_out;            /* rn__task_park_until: the deadline woke it */
-    int64_t park_deadline;     /* rn__task_park_until: when to wake it (0: not timed) */
-    size_t theap_idx;          /* its slot in the loop's timer heap while park_deadline is set */
+    struct rn__heap_node timer; /* rn__task_park_until: in the loop's timers, key = when to wake it;
+                                * idx means something only after that push (tasks start zeroed) */
     struct rn__task *all_prev, *all_next; /* every live task, for teardown */
     unsigned valgrind_id;
     void *asan_fake;           /* ASan fake stack while switched out */
@@ -194,8 +195,7 @@ struct rn__loop {
     struct rn__task *stack_cache; /* finished tasks whose stacks are reused */
     size_t stack_cache_len;
     rn_stats stats;
-    struct rn__task **theap;   /* tasks in rn__task_park_until, a min-heap on park_deadline */
-    size_t theap_len, theap_cap;
+    struct rn__heap timers;    /* tasks in rn__task_park_until, on their deadline */
     void *lend_cache;          /* free heap lent buffers, linked through their first word */
     size_t lend_cache_len;
     char reason[160];          /* why this backend */
@@ -206,7 +206,8 @@ struct rn__loop {
 /* When run_once must return by: the earliest timed park, 0 if none. */
 static inline int64_t rn__loop_wake_at(const struct rn__loop *loop)
 {
-    return loop->theap_len ? loop->theap[0]->park_deadline : 0;
+    const struct rn__heap_node *n = rn__heap_min(&loop->timers);
+    return n ? n->key : 0;
 }
 
 static inline unsigned rn__err_mark(struct rn__loop *loop)

@@ -22,74 +22,15 @@
 
 struct ep {
     int epfd;
-    struct rn__op **heap; /* ops with a deadline, min-heap on deadline */
-    size_t heap_len, heap_cap;
+    struct rn__heap heap; /* ops with a deadline, on their deadline */
     struct epoll_event evs[MAX_EVENTS];
 };
 
 /* ---- timer heap ------------------------------------------------------------- */
 
-static void heap_set(struct ep *e, size_t i, struct rn__op *op)
-{
-    e->heap[i] = op;
-    op->heap_idx = (int)i;
-}
-
-static void heap_up(struct ep *e, size_t i)
-{
-    struct rn__op *op = e->heap[i];
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (e->heap[p]->deadline <= op->deadline)
-            break;
-        heap_set(e, i, e->heap[p]);
-        i = p;
-    }
-    heap_set(e, i, op);
-}
-
-static void heap_down(struct ep *e, size_t i)
-{
-    struct rn__op *op = e->heap[i];
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= e->heap_len)
-            break;
-        if (c + 1 < e->heap_len && e->heap[c + 1]->deadline < e->heap[c]->deadline)
-            c++;
-        if (op->deadline <= e->heap[c]->deadline)
-            break;
-        heap_set(e, i, e->heap[c]);
-        i = c;
-    }
-    heap_set(e, i, op);
-}
-
 static int heap_add(struct ep *e, struct rn__op *op)
 {
-    if (e->heap_len == e->heap_cap) {
-        size_t cap = e->heap_cap ? e->heap_cap * 2 : 64;
-        struct rn__op **h = realloc(e->heap, cap * sizeof *h);
-        if (!h)
-            return -ENOMEM;
-        e->heap = h;
-        e->heap_cap = cap;
-    }
-    heap_set(e, e->heap_len++, op);
-    heap_up(e, e->heap_len - 1);
-    return 0;
-}
-
-static void heap_del(struct ep *e, struct rn__op *op)
-{
-    size_t i = (size_t)op->heap_idx;
-    op->heap_idx = -1;
-    struct rn__op *last = e->heap[--e->heap_len];
-    if (i == e->heap_len)
-        return;
-    heap_set(e, i, last);
-    heap_up(e, i);
-    heap_down(e, (size_t)last->heap_idx);
+    return rn__heap_push(&e->heap, &op->timer, op->deadline, 64);
 }
 
 /* ---- the contract ----------------------------------------------------------- */
@@ -117,7 +58,7 @@ static void ep_destroy(struct rn__loop *loop, void *state)
 {
     struct ep *e = state;
     close(e->epfd);
-    free(e->heap);
+    rn__heap_free(&e->heap);
     free(e);
     (void)loop;
 }
@@ -240,8 +181,8 @@ static void list_remove(struct rn__op **head, struct rn__op *op)
 static void finish(struct rn__loop *loop, struct rn__op *op, int res)
 {
     struct ep *e = loop->bk_state;
-    if (op->heap_idx >= 0)
-        heap_del(e, op);
+    if (rn__heap_queued(&op->timer))
+        rn__heap_remove(&e->heap, &op->timer);
     rn__op_complete(loop, op, res);
 }
 
@@ -310,12 +251,13 @@ static void retry_list(struct rn__loop *loop, struct rn__op **head)
 
 static void expire_timers(struct rn__loop *loop, struct ep *e)
 {
-    if (e->heap_len == 0)
+    if (e->heap.len == 0)
         return;
     int64_t now = rn__now_ns();
-    while (e->heap_len > 0 && e->heap[0]->deadline <= now) {
-        struct rn__op *op = e->heap[0];
-        heap_del(e, op);
+    struct rn__heap_node *n;
+    while ((n = rn__heap_min(&e->heap)) && n->key <= now) {
+        struct rn__op *op = rn__heap_entry(n, struct rn__op, timer);
+        rn__heap_remove(&e->heap, n);
         if (op->kind == RN__OP_SLEEP) {
             rn__op_complete(loop, op, 0);
             continue;
@@ -332,7 +274,8 @@ static int ep_run_once(struct rn__loop *loop, bool wait)
     struct timespec ts = {0, 0}, *tsp = &ts;
     if (wait) {
         /* The nearest of the ops' deadlines and the loop's timed parks. */
-        int64_t until = e->heap_len ? e->heap[0]->deadline : 0;
+        const struct rn__heap_node *top = rn__heap_min(&e->heap);
+        int64_t until = top ? top->key : 0;
         int64_t wake_at = rn__loop_wake_at(loop);
         if (wake_at && (!until || wake_at < until))
             until = wake_at;
