@@ -54,8 +54,9 @@ struct pring {
 #define LEND_ENTRIES 64u
 #define LEND_BGID 0
 
-/* Stream reads. A connection whose last read came back short (request /
- * response traffic: the socket was emptied) gets one multishot recv that
+/* Stream reads. A connection whose last read emptied the socket and took
+ * no more than a stream buffer holds (request/response traffic) gets one
+ * multishot recv that
  * stays in the kernel across reads; each arrival fills a buffer of the
  * stream ring and queues on the connection (linked through sbuf), and
  * reads are served from that queue: copied out (rn_conn_read) or lent
@@ -63,7 +64,8 @@ struct pring {
  *  - Backpressure: once a queue holds SR_CAP bytes the multishot is
  *    cancelled and the next read after the queue is one-shot, so a reader
  *    that stops reading stops the kernel taking bytes for it (TCP's window
- *    closes as before); a full one-shot read keeps it one-shot (bulk).
+ *    closes as before); a one-shot read of more than SR_SIZE bytes, or
+ *    one that left bytes in the socket, keeps it one-shot (bulk).
  *  - The ring running dry ends multishots with -ENOBUFS: their readers go
  *    one-shot once, then may re-arm.
  *  - A read parked on the queue is outside the kernel, so its deadline is
