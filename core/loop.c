@@ -154,6 +154,10 @@ static struct rn__task *task_alloc(struct rn__loop *loop)
         t->stack_size = size;
         t->valgrind_id = vid;
         t->tsan_fiber = fiber;
+        /* For memcheck the last task's dead frames (and a trimmed range) may
+         * still be "no access": this is a new task's fresh stack. A no-op
+         * outside Valgrind. */
+        (void)VALGRIND_MAKE_MEM_UNDEFINED((char *)stack + page_size(), (size_t)((char *)t - ((char *)stack + page_size())));
         return t;
     }
     size_t page = page_size();
