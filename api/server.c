@@ -151,7 +151,9 @@ RN_EXPORT int rn_server_accept(rn_server *s, rn_conn **out)
             break;
         }
         if (r == -EMFILE || r == -ENFILE || r == -ENOBUFS || r == -ENOMEM) {
-            rn__err(r, "accept on %s: %s; backing off %lld ms", s->addr, rn_strerror(r), (long long)backoff);
+            /* No sentence: the call goes on and may well succeed, and a
+             * successful call leaves rn_last_error() as it was (the header's
+             * promise). The back-off is counted in rn_loop_stats. */
             accept_backoff(s, backoff);
             backoff = backoff * 2 > ACCEPT_BACKOFF_MAX_MS ? ACCEPT_BACKOFF_MAX_MS : backoff * 2;
             continue;

@@ -571,7 +571,8 @@ static int loop_pick_backend(struct rn__loop *loop)
             return rn__err(RN_EBACKEND, "io_uring was asked for but cannot run here: %s", why);
         } else if (!fallback_allowed(rc)) {
             loop->bk = NULL;
-            return rn__err(rc, "io_uring could not start (a resource error, not a reason to fall back): %s", why);
+            return rn__err(rc, "io_uring could not start (%s, not a reason to fall back to epoll): %s",
+                           rc == -ERANGE ? "a configuration error" : "a resource error", why);
         } else {
             char uwhy[128];
             snprintf(uwhy, sizeof uwhy, "%s", why);

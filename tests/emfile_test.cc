@@ -69,6 +69,11 @@ TEST_P(EmfileTest, AcceptOutOfDescriptorsNeitherSpinsNorDropsTheListenerAndServe
         }
         ASSERT_EQ(EMFILE, errno);
 
+        /* A sentence from an earlier failure, which the accept that backs off
+         * and then succeeds must leave as it was. */
+        rn_conn *bad = nullptr;
+        ASSERT_EQ(-EINVAL, rn_tcp_connect(&bad, "", 1));
+        const std::string known = rn_last_error();
         rn_stats before;
         ASSERT_EQ(0, rn_loop_stats(&before));
         rn_conn *c = nullptr;
@@ -95,6 +100,7 @@ TEST_P(EmfileTest, AcceptOutOfDescriptorsNeitherSpinsNorDropsTheListenerAndServe
         ASSERT_TRUE(WaitUntil([&] { return done; }, 3000)) << "accept never came back";
         ASSERT_EQ(0, rc) << rn_last_error();
         ASSERT_NE(nullptr, c);
+        EXPECT_EQ(known, std::string(rn_last_error())) << "the accept succeeded but left a sentence";
         /* The accepted connection works both ways. */
         ASSERT_EQ(4, write(client, "ping", 4));
         char buf[8] = {0};

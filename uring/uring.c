@@ -140,7 +140,9 @@ static int uring_init(struct rn__loop *loop, void **state, char *why, size_t why
             return -ERANGE; /* a configuration error, not a reason to fall back */
         }
         sq = (unsigned)v;
-        cq = sq * 8;
+        /* The kernel takes at most 65536 CQ entries (twice its SQ maximum):
+         * past 8192 the eightfold would make io_uring_setup fail. */
+        cq = sq <= 8192 ? sq * 8 : 65536;
     }
     int rc = -EINVAL;
     for (size_t i = 0; i < sizeof setup_chain / sizeof setup_chain[0]; i++) {
