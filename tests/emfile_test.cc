@@ -28,24 +28,6 @@ int64_t ThreadCpuMs() {
     return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
 }
 
-/* A plain blocking client socket connected to 127.0.0.1:port (the kernel
- * completes the handshake into the listener's backlog). */
-int RawConnect(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 TEST_P(EmfileTest, AcceptOutOfDescriptorsNeitherSpinsNorDropsTheListenerAndServesOnceOneFrees) {
     OnLoopRun([&] {
         rn_server *s = nullptr;

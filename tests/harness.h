@@ -49,6 +49,10 @@ std::string Pattern(size_t n, uint32_t seed = 0, uint64_t offset = 0);
  * or -1 when all match. */
 int64_t FirstPatternMismatch(const void *buf, size_t n, uint64_t offset, uint32_t seed = 0);
 
+/* A plain blocking socket connected to 127.0.0.1:port, made without the
+ * loop (a loopback connect completes into the listener's backlog); -1 with
+ * errno set on failure. */
+int RawConnect(int port);
 /* Raise RLIMIT_NOFILE's soft limit to its hard limit; the new soft limit. */
 uint64_t RaiseNofileToHard();
 /* Open descriptors of this process (entries of /proc/self/fd). */

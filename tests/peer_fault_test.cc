@@ -35,22 +35,6 @@ std::string Err(int rc) {
     return std::to_string(rc) + " (" + rn_strerror(rc) + "): " + rn_last_error();
 }
 
-int RawConnect(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* close(2) with SO_LINGER 0: the kernel sends RST instead of FIN. */
 void ResetClose(int fd) {
     struct linger l = {1, 0};

@@ -197,25 +197,6 @@ long ReadSysctl(const char *path, long dflt) {
     return v;
 }
 
-/* A plain socket connected to 127.0.0.1:port, or -1 (errno set). */
-int RawConnect4(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
-
 bool Contains(const std::string &hay, const std::string &needle) { return hay.find(needle) != std::string::npos; }
 
 /* ---- bodies that run only in a child ------------------------------------------------- */
@@ -242,7 +223,7 @@ TEST(DISABLED_PromiseChild, ConnectToLocalhostTriesEveryAddressIpv4First) {
         ASSERT_EQ(0, rn_tcp_listen(&s6, "::1", 0)) << rn_last_error();
         int port = PortOf(rn_server_addr(s6));
         ASSERT_GT(port, 0);
-        int probe = RawConnect4(port);
+        int probe = RawConnect(port);
         if (probe >= 0) {
             close(probe);
             rn_server_close(s6);
@@ -494,7 +475,7 @@ TEST_P(PromiseBackendTest, ShutdownWriteAfterThePeerResetTheConnectionIsEnotconn
     OnLoopRun([&] {
         rn_server *s = nullptr;
         ASSERT_EQ(0, rn_tcp_listen(&s, "127.0.0.1", 0)) << rn_last_error();
-        int raw = RawConnect4(PortOf(rn_server_addr(s)));
+        int raw = RawConnect(PortOf(rn_server_addr(s)));
         ASSERT_GE(raw, 0) << strerror(errno);
         rn_conn *a = nullptr;
         ASSERT_EQ(0, rn_server_accept(s, &a)) << rn_last_error();

@@ -76,24 +76,6 @@ std::string FdList() {
     return out;
 }
 
-/* A plain socket connected to 127.0.0.1:port, made without the loop (the
- * kernel completes a loopback connect into the listen backlog). */
-int RawConnect(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* ---- plain reads and writes: close racing an expiring deadline ---------------------------- */
 
 TEST_P(RaceTest, CloseRacingAnExpiringReadDeadline400TimesIsEclosedOrEtimedoutAndLeaksNothing) {
