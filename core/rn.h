@@ -66,7 +66,7 @@ struct rn__fd {
      * request/response sized (see uring.c "stream reads"). */
     bool rms_armed;            /* in the kernel until its last CQE */
     bool rms_cancel;           /* its queue reached the cap: a cancel was sent */
-    bool rms_skip;             /* the next recv goes one-shot (ring ran dry, cap hit) */
+    bool rms_skip;             /* the next recv goes one-shot (ring ran dry, cap hit, a bulk-sized read) */
     bool rms_end;              /* rms_res is the stream's last word, due after the queue */
     int rms_res;               /* 0 (EOF) or -errno */
     uint16_t rmsq_head, rmsq_tail; /* filled buffers not yet read: buffer id + 1, 0 = none */
@@ -210,6 +210,7 @@ static inline int64_t rn__loop_wake_at(const struct rn__loop *loop)
     return n ? n->key : 0;
 }
 
+/* A mark of the sentences the current task has written so far. */
 static inline unsigned rn__err_mark(struct rn__loop *loop)
 {
     return loop->current->err_seq;
@@ -251,10 +252,9 @@ void rn__fd_close(struct rn__loop *loop, struct rn__fd *f);
 
 /* Record the detail for rn_last_error() and return err (for `return rn__err(...)`). */
 int rn__err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* A mark of the sentences written so far, and whether the current task has
- * written one since: a call that fails asks before writing its generic
+/* Whether the current task has written a sentence since mark
+ * (rn__err_mark, above): a call that fails asks before writing its generic
  * sentence, so the specific one a deeper layer wrote stays. */
-static inline unsigned rn__err_mark(struct rn__loop *loop);
 bool rn__err_since(struct rn__loop *loop, unsigned mark);
 /* errno name such as "ECONNREFUSED" (for messages). */
 const char *rn__errname(int err);

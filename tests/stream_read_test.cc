@@ -1194,6 +1194,18 @@ void StartFakeStarttls(FakeStarttls *f, std::string reply, std::string extra, in
     });
 }
 
+/* Plain reads of up to 4 KiB into *got until it holds at least n bytes. */
+::testing::AssertionResult ReadAtLeast(rn_conn *c, size_t n, std::string *got) {
+    char buf[4096];
+    while (got->size() < n) {
+        ssize_t r = rn_conn_read(c, buf, sizeof buf);
+        if (r <= 0)
+            return ::testing::AssertionFailure() << "after " << got->size() << " of " << n << " bytes: " << Err(r);
+        got->append(buf, (size_t)r);
+    }
+    return ::testing::AssertionSuccess();
+}
+
 /* Plaintext request/response on the client: 200 PINGs, each answer read
  * with a 4 KiB buffer (every read short). */
 ::testing::AssertionResult ClientPings(rn_conn *c) {
@@ -1202,13 +1214,9 @@ void StartFakeStarttls(FakeStarttls *f, std::string reply, std::string extra, in
         if (rn_conn_write_all(c, q.data(), q.size()) != 0)
             return ::testing::AssertionFailure() << "ping " << i << ": " << rn_last_error();
         std::string want = "PONG " + std::to_string(i) + "\r\n", got;
-        char buf[4096];
-        while (got.size() < want.size()) {
-            ssize_t n = rn_conn_read(c, buf, sizeof buf);
-            if (n <= 0)
-                return ::testing::AssertionFailure() << "pong " << i << ": " << Err(n);
-            got.append(buf, (size_t)n);
-        }
+        ::testing::AssertionResult r = ReadAtLeast(c, want.size(), &got);
+        if (!r)
+            return r << " (pong " << i << ")";
         if (got != want)
             return ::testing::AssertionFailure() << "pong " << i << ": got '" << got << "'";
     }
@@ -1252,12 +1260,7 @@ TEST_P(StreamReadTest, StarttlsAfterPlaintextPingPongRefusesBytesInjectedAfterTh
              * bytes are still there, as they came. */
             EXPECT_FALSE(rn_conn_is_tls(c));
             std::string got;
-            char buf[4096];
-            while (got.size() < injected.size()) {
-                ssize_t n = rn_conn_read(c, buf, sizeof buf);
-                ASSERT_GT(n, 0) << Err(n);
-                got.append(buf, (size_t)n);
-            }
+            ASSERT_TRUE(ReadAtLeast(c, injected.size(), &got));
             EXPECT_EQ(injected, got);
             EXPECT_EQ(0, rn_conn_close(c));
             EXPECT_TRUE(WaitUntil([&] { return f.done; }));
@@ -1295,12 +1298,7 @@ TEST_P(StreamReadTest, StarttlsAfterPlaintextPingPongUpgradesAndCarriesTls) {
             std::string q = Pattern(1 + (size_t)i * 37, 90 + (uint32_t)i);
             ASSERT_EQ(0, rn_conn_write_all(c, q.data(), q.size())) << rn_last_error();
             std::string want = "ok:" + q, got;
-            char buf[8192];
-            while (got.size() < want.size()) {
-                ssize_t n = rn_conn_read(c, buf, sizeof buf);
-                ASSERT_GT(n, 0) << Err(n);
-                got.append(buf, (size_t)n);
-            }
+            ASSERT_TRUE(ReadAtLeast(c, want.size(), &got)) << "round " << i;
             ASSERT_EQ(want, got) << "round " << i;
         }
         EXPECT_EQ(0, rn_conn_close(c));
