@@ -12,10 +12,10 @@ struct rn__tls; /* tls/: one wolfSSL session over a connection's bytes */
 
 struct rn_conn {
     struct rn__fd f;
-    struct rn__loop *loop;     /* the owning thread's loop */
-    int calls;                 /* public calls in progress on this handle */
+    struct rn__loop *loop;         /* the owning thread's loop */
+    int calls;                     /* public calls in progress on this handle */
     struct rn__task *close_waiter; /* close waits for calls to leave */
-    int64_t rd_ms, wr_ms;      /* deadlines per call, 0 = none */
+    int64_t rd_ms, wr_ms;          /* deadlines per call, 0 = none */
     /* Bytes received but not yet handed to the caller (a failed read_exact
      * gives its bytes back here). Plaintext only; see tls/ for ciphertext. */
     char *kept;

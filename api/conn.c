@@ -55,7 +55,8 @@ int rn__conn_new(struct rn__loop *loop, int fd, bool accepted, rn_conn **out)
     if (rc < 0) {
         close(fd);
         free(c);
-        return rn__err(rc, "cannot register a connection with the %s backend: %s", loop->bk->name, rn_strerror(rc));
+        return rn__err(rc, "cannot register a connection with the %s backend: %s", loop->bk->name,
+                       rn_strerror(rc));
     }
     /* Small writes go out at once, as Go and nginx do for request/response
      * traffic; write_all of large buffers is unaffected. */
@@ -109,7 +110,8 @@ RN_EXPORT int rn_conn_shutdown_write(rn_conn *c)
         return rc;
     }
     if (shutdown(c->f.fd, SHUT_WR) < 0)
-        rc = rn__err(-errno, "shutdown_write on %s: %s", rn_conn_remote_addr(c), rn_strerror(-errno));
+        rc = rn__err(-errno, "shutdown_write on %s: %s", rn_conn_remote_addr(c),
+                     rn_strerror(-errno));
     rn__conn_leave(c);
     return rc;
 }
@@ -175,13 +177,15 @@ ssize_t rn__conn_recv(rn_conn *c, void *buf, size_t len, int64_t deadline)
 {
     if (len > OP_MAX)
         len = OP_MAX;
-    struct rn__op op = {.kind = RN__OP_RECV, .f = &c->f, .buf = buf, .len = len, .deadline = deadline};
+    struct rn__op op = {
+        .kind = RN__OP_RECV, .f = &c->f, .buf = buf, .len = len, .deadline = deadline};
     return rn__op_wait(c->loop, &op);
 }
 
 ssize_t rn__conn_recv_lent(rn_conn *c, void **buf, int64_t deadline)
 {
-    struct rn__op op = {.kind = RN__OP_RECV, .lend = true, .f = &c->f, .len = RN__LEND_SIZE, .deadline = deadline};
+    struct rn__op op = {
+        .kind = RN__OP_RECV, .lend = true, .f = &c->f, .len = RN__LEND_SIZE, .deadline = deadline};
     int r = rn__op_wait(c->loop, &op);
     if (r > 0) {
         *buf = op.buf;
@@ -199,7 +203,11 @@ int rn__conn_send_all(rn_conn *c, const void *buf, size_t len, int64_t deadline,
     int rc = 0;
     while (done < len) {
         size_t n = len - done < OP_MAX ? len - done : OP_MAX;
-        struct rn__op op = {.kind = RN__OP_SEND, .f = &c->f, .buf = (void *)(p + done), .len = n, .deadline = deadline};
+        struct rn__op op = {.kind = RN__OP_SEND,
+                            .f = &c->f,
+                            .buf = (void *)(p + done),
+                            .len = n,
+                            .deadline = deadline};
         int r = rn__op_wait(c->loop, &op);
         if (r < 0) {
             rc = r;
@@ -371,8 +379,8 @@ RN_EXPORT int rn_conn_read_exact(rn_conn *c, void *buf, size_t len)
     while (got < len) {
         ssize_t r = read_some(c, p + got, len - got, deadline);
         if (r == 0) {
-            rc = rn__err(RN_EEOF, "read_exact on %s: the stream ended after %zu of %zu bytes", rn_conn_remote_addr(c),
-                         got, len);
+            rc = rn__err(RN_EEOF, "read_exact on %s: the stream ended after %zu of %zu bytes",
+                         rn_conn_remote_addr(c), got, len);
             break;
         }
         if (r < 0) {
@@ -403,7 +411,10 @@ RN_EXPORT ssize_t rn_conn_write(rn_conn *c, const void *buf, size_t len)
     } else if (c->tls) {
         r = rn__tls_write(c, buf, len, deadline);
     } else {
-        struct rn__op op = {.kind = RN__OP_SEND, .f = &c->f, .buf = (void *)buf, .len = len < OP_MAX ? len : OP_MAX,
+        struct rn__op op = {.kind = RN__OP_SEND,
+                            .f = &c->f,
+                            .buf = (void *)buf,
+                            .len = len < OP_MAX ? len : OP_MAX,
                             .deadline = deadline};
         r = rn__op_wait(c->loop, &op);
     }
@@ -459,7 +470,8 @@ RN_EXPORT int rn_conn_write_all(rn_conn *c, const void *buf, size_t len)
 
 /* Try every address of host in turn until one connects, all within the
  * absolute deadline. */
-static int connect_any(struct rn__loop *loop, rn_conn **out, const char *host, int port, int64_t deadline)
+static int connect_any(struct rn__loop *loop, rn_conn **out, const char *host, int port,
+                       int64_t deadline)
 {
     struct sockaddr_storage *addrs;
     size_t n;
@@ -479,8 +491,10 @@ static int connect_any(struct rn__loop *loop, rn_conn **out, const char *host, i
         rc = rn__conn_new(loop, fd, false, &c);
         if (rc < 0)
             continue;
-        socklen_t salen = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-        struct rn__op op = {.kind = RN__OP_CONNECT, .f = &c->f, .addr = sa, .addrlen = salen, .deadline = deadline};
+        socklen_t salen =
+            sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+        struct rn__op op = {
+            .kind = RN__OP_CONNECT, .f = &c->f, .addr = sa, .addrlen = salen, .deadline = deadline};
         rc = rn__op_wait(loop, &op);
         if (rc >= 0) {
             memcpy(c->raddr, tried, sizeof tried);
@@ -494,7 +508,8 @@ static int connect_any(struct rn__loop *loop, rn_conn **out, const char *host, i
     }
     free(addrs);
     if (rc == -ETIMEDOUT)
-        return rn__err(rc, "connect to %s port %d: timed out (last address tried: %s)", host, port, tried);
+        return rn__err(rc, "connect to %s port %d: timed out (last address tried: %s)", host, port,
+                       tried);
     return rn__err(rc, "connect to %s port %d: %s (%s%s)", host, port, rn_strerror(rc), tried,
                    n > 1 ? ", and every other address" : "");
 }

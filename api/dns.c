@@ -16,6 +16,7 @@
 #include "api.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
@@ -23,11 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #define RESOLVER_THREADS_MAX 8
-#define HOST_MAX 255
+#define HOST_MAX             255
 
 struct job {
     atomic_int refs;  /* the asking task and the pool */
@@ -143,7 +143,8 @@ static int gai_failure(const char *host, int gai_rc, int sys_err)
 static int lookup(struct rn__loop *loop, const char *host, int64_t deadline, struct job **out)
 {
     if (strlen(host) > HOST_MAX)
-        return rn__err(RN_EDNS, "resolve: the name is %zu bytes long, more than DNS allows (%d)", strlen(host), HOST_MAX);
+        return rn__err(RN_EDNS, "resolve: the name is %zu bytes long, more than DNS allows (%d)",
+                       strlen(host), HOST_MAX);
     struct job *j = calloc(1, sizeof *j);
     if (!j)
         return rn__err(-ENOMEM, "resolve %s: out of memory", host);
@@ -219,7 +220,8 @@ int rn__resolve_all(struct rn__loop *loop, const char *host, int port, int64_t d
     struct sockaddr_storage *list = count ? calloc(count, sizeof *list) : NULL;
     if (!list) {
         job_unref(j);
-        return count ? rn__err(-ENOMEM, "out of memory") : rn__err(RN_EDNS, "resolve %s: no IPv4 or IPv6 address", host);
+        return count ? rn__err(-ENOMEM, "out of memory")
+                     : rn__err(RN_EDNS, "resolve %s: no IPv4 or IPv6 address", host);
     }
     /* IPv4 first (as rn_resolve promises), then IPv6, each in resolver order. */
     size_t k = 0;
@@ -261,8 +263,8 @@ RN_EXPORT int rn_resolve(const char *host, char *out, size_t outlen)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&list[0])->sin6_addr, ip, sizeof ip);
     free(list);
     if (strlen(ip) + 1 > outlen)
-        return rn__err(-ENOSPC, "resolve %s: the answer %s needs %zu bytes, out has %zu", host, ip, strlen(ip) + 1,
-                       outlen);
+        return rn__err(-ENOSPC, "resolve %s: the answer %s needs %zu bytes, out has %zu", host, ip,
+                       strlen(ip) + 1, outlen);
     memcpy(out, ip, strlen(ip) + 1);
     return 0;
 }

@@ -6,8 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define LISTEN_BACKLOG 4096 /* the kernel caps it at net.core.somaxconn */
-#define ACCEPT_BACKOFF_MAX_MS 500
+#define LISTEN_BACKLOG          4096 /* the kernel caps it at net.core.somaxconn */
+#define ACCEPT_BACKOFF_MAX_MS   500
 #define ACCEPT_BACKOFF_SLICE_MS 50 /* how soon a close notices a backing-off accept */
 
 static int listen_common(rn_server **out, const char *host, int port, bool reuseport,
@@ -31,7 +31,8 @@ static int listen_common(rn_server **out, const char *host, int port, bool reuse
         return rc;
     struct sockaddr_storage sa = addrs[0];
     free(addrs);
-    socklen_t salen = sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    socklen_t salen =
+        sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 
     int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)

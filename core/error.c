@@ -18,7 +18,7 @@ static __thread const void *tl_err_task;
     X(RN_ETLS_VERIFY, "RN_ETLS_VERIFY", "peer certificate refused")                                \
     X(RN_EEOF, "RN_EEOF", "stream ended before the requested length")                              \
     X(RN_ECLOSED, "RN_ECLOSED", "connection or server closed")                                     \
-    X(RN_EBACKEND, "RN_EBACKEND", "requested I/O backend cannot run here")                        \
+    X(RN_EBACKEND, "RN_EBACKEND", "requested I/O backend cannot run here")                         \
     X(RN_ETLS_TRUNCATED, "RN_ETLS_TRUNCATED", "TLS stream ended without close_notify (truncated)")
 
 RN_EXPORT const char *rn_strerror(int err)

@@ -15,8 +15,8 @@
 #define RN__HEAP_NONE SIZE_MAX
 
 struct rn__heap_node {
-    int64_t key;               /* the heap orders on it; fixed while in the heap */
-    size_t idx;                /* its slot, kept current so that any node can leave in O(log n) */
+    int64_t key; /* the heap orders on it; fixed while in the heap */
+    size_t idx;  /* its slot, kept current so that any node can leave in O(log n) */
 };
 
 struct rn__heap {
@@ -25,7 +25,7 @@ struct rn__heap {
 };
 
 /* The element of type `type` whose member `member` is node. */
-#define rn__heap_entry(node, type, member) ((type *)(void *)((char *)(node) - offsetof(type, member)))
+#define rn__heap_entry(node, type, member) ((type *)(void *)((char *)(node)-offsetof(type, member)))
 
 static inline bool rn__heap_queued(const struct rn__heap_node *n)
 {

@@ -14,14 +14,14 @@
 
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>) && __has_include(<valgrind/memcheck.h>)
-#include <valgrind/valgrind.h>
 #include <valgrind/memcheck.h>
+#include <valgrind/valgrind.h>
 #define RN_HAVE_VALGRIND 1
 #endif
 #endif
 #ifndef RN_HAVE_VALGRIND
-#define VALGRIND_STACK_REGISTER(lo, hi) 0u
-#define VALGRIND_STACK_DEREGISTER(id) ((void)(id))
+#define VALGRIND_STACK_REGISTER(lo, hi)        0u
+#define VALGRIND_STACK_DEREGISTER(id)          ((void)(id))
 #define VALGRIND_MAKE_MEM_UNDEFINED(addr, len) ((void)(addr), (void)(len))
 #endif
 
@@ -34,13 +34,15 @@
 #endif
 #ifdef RN_ASAN
 #include <sanitizer/common_interface_defs.h>
-#define ASAN_START(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
+#define ASAN_START(save, bottom, size)  __sanitizer_start_switch_fiber(save, bottom, size)
 #define ASAN_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber(save, bottom, size)
 #else
 /* sizeof: the arguments are not evaluated (one was a sysconf call per
  * switch, found by callgrind). */
-#define ASAN_START(save, bottom, size) ((void)sizeof(save), (void)sizeof(bottom), (void)sizeof(size))
-#define ASAN_FINISH(save, bottom, size) ((void)sizeof(save), (void)sizeof(bottom), (void)sizeof(size))
+#define ASAN_START(save, bottom, size)                                                             \
+    ((void)sizeof(save), (void)sizeof(bottom), (void)sizeof(size))
+#define ASAN_FINISH(save, bottom, size)                                                            \
+    ((void)sizeof(save), (void)sizeof(bottom), (void)sizeof(size))
 #endif
 
 #if defined(__SANITIZE_THREAD__)
@@ -62,8 +64,8 @@ void __tsan_switch_to_fiber(void *fiber, unsigned flags);
 #define TSAN_SWITCH(fiber) ((void)(fiber))
 #endif
 
-#define RN_DEFAULT_STACK (256u * 1024u)
-#define RN_MIN_STACK (16u * 1024u)
+#define RN_DEFAULT_STACK   (256u * 1024u)
+#define RN_MIN_STACK       (16u * 1024u)
 #define RN_STACK_CACHE_MAX 64
 
 void rn__ctx_entry(void);
@@ -157,12 +159,14 @@ static struct rn__task *task_alloc(struct rn__loop *loop)
         /* For memcheck the last task's dead frames (and a trimmed range) may
          * still be "no access": this is a new task's fresh stack. A no-op
          * outside Valgrind. */
-        (void)VALGRIND_MAKE_MEM_UNDEFINED((char *)stack + page_size(), (size_t)((char *)t - ((char *)stack + page_size())));
+        (void)VALGRIND_MAKE_MEM_UNDEFINED((char *)stack + page_size(),
+                                          (size_t)((char *)t - ((char *)stack + page_size())));
         return t;
     }
     size_t page = page_size();
     size_t size = loop->stack_size;
-    void *base = mmap(NULL, size + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    void *base = mmap(NULL, size + page, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (base == MAP_FAILED)
         return NULL;
     if (mprotect(base, page, PROT_NONE) != 0) { /* the guard page below the stack */
@@ -189,13 +193,13 @@ static void task_init_frame(struct rn__task *t)
     uint64_t *sp = (uint64_t *)top;
     /* Matches rn__ctx_switch's pops: csr word, r15, r14, r13, r12, rbx, rbp, ret. */
     *--sp = (uint64_t)(uintptr_t)rn__ctx_entry; /* at top-8: after ret, rsp = top (16-aligned) */
-    *--sp = 0;                                   /* rbp */
-    *--sp = 0;                                   /* rbx */
-    *--sp = (uint64_t)(uintptr_t)t;              /* r12: argument */
-    *--sp = (uint64_t)(uintptr_t)task_main;      /* r13: entry */
-    *--sp = 0;                                   /* r14 */
-    *--sp = 0;                                   /* r15 */
-    *--sp = 0x037F00001F80ull;                   /* mxcsr default | x87 control word default << 32 */
+    *--sp = 0;                                  /* rbp */
+    *--sp = 0;                                  /* rbx */
+    *--sp = (uint64_t)(uintptr_t)t;             /* r12: argument */
+    *--sp = (uint64_t)(uintptr_t)task_main;     /* r13: entry */
+    *--sp = 0;                                  /* r14 */
+    *--sp = 0;                                  /* r15 */
+    *--sp = 0x037F00001F80ull;                  /* mxcsr default | x87 control word default << 32 */
     t->sp = sp;
 }
 
@@ -424,7 +428,8 @@ void rn__op_complete(struct rn__loop *loop, struct rn__op *op, int res)
         } else if (op->kind == RN__OP_RECV && res >= 0) {
             /* A short read emptied the socket: the next recv will most likely
              * have to wait, and a backend can skip trying it first. */
-            f->rd_drained = res > 0 && (size_t)res < op->len; /* not at EOF: nothing more will come */
+            f->rd_drained =
+                res > 0 && (size_t)res < op->len; /* not at EOF: nothing more will come */
         }
         rn__fd_drop(loop, f);
     } else if (op->kind == RN__OP_SLEEP && res == -ETIME) {
@@ -541,7 +546,8 @@ static void make_key(void)
 
 static bool fallback_allowed(int err)
 {
-    return err == -ENOSYS || err == -EPERM || err == -EACCES || err == -EINVAL || err == -EOPNOTSUPP;
+    return err == -ENOSYS || err == -EPERM || err == -EACCES || err == -EINVAL ||
+           err == -EOPNOTSUPP;
 }
 
 static int loop_pick_backend(struct rn__loop *loop)
@@ -565,13 +571,15 @@ static int loop_pick_backend(struct rn__loop *loop)
         loop->bk = &rn__backend_uring;
         rc = loop->bk->init(loop, &loop->bk_state, why, sizeof why);
         if (rc == 0) {
-            snprintf(loop->reason, sizeof loop->reason, "io_uring: %s", forced ? "chosen" : "probe passed");
+            snprintf(loop->reason, sizeof loop->reason, "io_uring: %s",
+                     forced ? "chosen" : "probe passed");
         } else if (forced) {
             loop->bk = NULL;
             return rn__err(RN_EBACKEND, "io_uring was asked for but cannot run here: %s", why);
         } else if (!fallback_allowed(rc)) {
             loop->bk = NULL;
-            return rn__err(rc, "io_uring could not start (%s, not a reason to fall back to epoll): %s",
+            return rn__err(rc,
+                           "io_uring could not start (%s, not a reason to fall back to epoll): %s",
                            rc == -ERANGE ? "a configuration error" : "a resource error", why);
         } else {
             char uwhy[128];
@@ -652,7 +660,8 @@ RN_EXPORT int rn_spawn(rn_task_fn fn, void *arg)
             fclose(mf);
         }
         return rn__err(-ENOMEM,
-                       "rn_spawn: cannot map a %zu-byte task stack (%s) with %zu tasks alive; each task takes two "
+                       "rn_spawn: cannot map a %zu-byte task stack (%s) with %zu tasks alive; each "
+                       "task takes two "
                        "memory mappings and vm.max_map_count is %ld",
                        loop->stack_size, rn__errname(-err), loop->ntasks, maps);
     }
@@ -683,7 +692,8 @@ RN_EXPORT int rn_run(rn_task_fn fn, void *arg)
     if (rc < 0)
         return rc;
     if (loop_run(loop, NULL) < 0)
-        return rn__err(-EDEADLK, "rn_run: %zu task(s) are parked with nothing in flight that could wake them",
+        return rn__err(-EDEADLK,
+                       "rn_run: %zu task(s) are parked with nothing in flight that could wake them",
                        loop->ntasks);
     return 0;
 }
@@ -727,7 +737,8 @@ RN_EXPORT int rn_set_task_stack_size(size_t bytes)
 {
     size_t page = page_size();
     if (bytes < RN_MIN_STACK || bytes > ((size_t)1 << 30))
-        return rn__err(-EINVAL, "rn_set_task_stack_size: %zu bytes is outside 16 KiB .. 1 GiB", bytes);
+        return rn__err(-EINVAL, "rn_set_task_stack_size: %zu bytes is outside 16 KiB .. 1 GiB",
+                       bytes);
     bytes = (bytes + page - 1) & ~(page - 1);
     tl_stack_size = bytes;
     struct rn__loop *loop = tl_loop;
@@ -754,7 +765,8 @@ RN_EXPORT int rn_set_backend(const char *name)
     if (!pick)
         return rn__err(-EINVAL, "rn_set_backend: \"%s\" is not io_uring, epoll or auto", name);
     if (tl_loop)
-        return rn__err(-EBUSY, "rn_set_backend: this thread's loop already runs %s", tl_loop->bk->name);
+        return rn__err(-EBUSY, "rn_set_backend: this thread's loop already runs %s",
+                       tl_loop->bk->name);
     tl_backend_choice = pick;
     return 0;
 }

@@ -4,17 +4,17 @@
 #define RN_CORE_H
 
 #include <errno.h>
+#include <linux/time_types.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
-#include <linux/time_types.h>
 
 #include "heap.h"
 #include "ringnet.h"
 
-#define RN_LIKELY(x) __builtin_expect(!!(x), 1)
-#define RN_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define RN_LIKELY(x)           __builtin_expect(!!(x), 1)
+#define RN_UNLIKELY(x)         __builtin_expect(!!(x), 0)
 #define RN_STATIC_ASSERT(c, m) _Static_assert(c, m)
 /* Public calls are the only symbols the shared library exports. */
 #define RN_EXPORT __attribute__((visibility("default")))
@@ -44,58 +44,59 @@ enum rn__op_kind {
  * layers: the api owns it, the backend keeps its bookkeeping in it. */
 struct rn__fd {
     int fd;
-    int inflight;              /* ops of this fd inside the backend */
-    bool closing;              /* rn_*_close began: new ops fail, completions map to RN_ECLOSED */
-    bool accepted;             /* came from accept (epoll: already non-blocking) */
-    bool rd_drained;           /* the last recv got less than it asked: the socket was emptied */
+    int inflight;    /* ops of this fd inside the backend */
+    bool closing;    /* rn_*_close began: new ops fail, completions map to RN_ECLOSED */
+    bool accepted;   /* came from accept (epoll: already non-blocking) */
+    bool rd_drained; /* the last recv got less than it asked: the socket was emptied */
     struct rn__task *drain_waiter; /* woken when inflight drops to 0 while closing */
 
     /* epoll backend: registered once (edge-triggered) and the parked ops. */
     bool ep_registered;
-    bool ep_rd_ready;          /* a readable edge came with nothing parked and no EAGAIN since */
-    bool ep_hup;               /* the peer's end (RDHUP/HUP/ERR) was seen: no edge will follow it */
+    bool ep_rd_ready; /* a readable edge came with nothing parked and no EAGAIN since */
+    bool ep_hup;      /* the peer's end (RDHUP/HUP/ERR) was seen: no edge will follow it */
     struct rn__op *ep_rd, *ep_wr; /* FIFO heads of ops waiting for readability / writability */
 
     /* io_uring backend: the multishot accept of a listener. */
-    bool acc_armed;            /* a multishot accept is in the kernel */
-    int *accq;                 /* accepted fds not yet taken (ring buffer) */
+    bool acc_armed; /* a multishot accept is in the kernel */
+    int *accq;      /* accepted fds not yet taken (ring buffer) */
     unsigned accq_head, accq_len, accq_cap;
-    struct rn__op *acc_wait;   /* FIFO of parked accept ops */
+    struct rn__op *acc_wait; /* FIFO of parked accept ops */
 
     /* io_uring backend: the multishot recv of a connection whose reads are
      * request/response sized (see uring.c "stream reads"). */
-    bool rms_armed;            /* in the kernel until its last CQE */
-    bool rms_cancel;           /* its queue reached the cap: a cancel was sent */
-    bool rms_skip;             /* the next recv goes one-shot (ring ran dry, cap hit, a bulk-sized read) */
-    bool rms_end;              /* rms_res is the stream's last word, due after the queue */
-    int rms_res;               /* 0 (EOF) or -errno */
+    bool rms_armed;  /* in the kernel until its last CQE */
+    bool rms_cancel; /* its queue reached the cap: a cancel was sent */
+    bool rms_skip;   /* the next recv goes one-shot (ring ran dry, cap hit, a bulk-sized read) */
+    bool rms_end;    /* rms_res is the stream's last word, due after the queue */
+    int rms_res;     /* 0 (EOF) or -errno */
     uint16_t rmsq_head, rmsq_tail; /* filled buffers not yet read: buffer id + 1, 0 = none */
-    uint16_t rs_inflight;      /* one-shot recvs in the kernel (no multishot beside them) */
-    uint32_t held;             /* bytes the queue holds: received, not yet read */
-    struct rn__op *rms_wait;   /* FIFO of reads parked on the queue */
+    uint16_t rs_inflight;          /* one-shot recvs in the kernel (no multishot beside them) */
+    uint32_t held;                 /* bytes the queue holds: received, not yet read */
+    struct rn__op *rms_wait;       /* FIFO of reads parked on the queue */
 };
 
 /* One blocking call's request, on the calling task's stack. It must stay
  * put until `done`, which the task waits for by parking. */
 struct rn__op {
-    uint8_t kind;              /* enum rn__op_kind */
+    uint8_t kind; /* enum rn__op_kind */
     bool done;
-    int res;                   /* result: >= 0 or -errno, RN_ECLOSED, -ETIMEDOUT */
-    struct rn__fd *f;          /* NULL for SLEEP */
-    struct rn__task *task;     /* who to wake (the loop's root task outside tasks) */
+    int res;               /* result: >= 0 or -errno, RN_ECLOSED, -ETIMEDOUT */
+    struct rn__fd *f;      /* NULL for SLEEP */
+    struct rn__task *task; /* who to wake (the loop's root task outside tasks) */
     void *buf;
     size_t len;
-    struct sockaddr *addr;     /* CONNECT: target; ACCEPT: where to store the peer (may be NULL) */
-    socklen_t addrlen;         /* CONNECT: its length; ACCEPT: in/out */
-    bool lend;                 /* RECV into a loop buffer (rn_conn_read_lent): buf is NULL when
-                                * submitted and the backend sets it to the buffer it filled */
-    short events;              /* POLL: POLLIN/POLLOUT */
-    int64_t deadline;          /* absolute rn__now_ns instant, 0 = none */
+    struct sockaddr *addr; /* CONNECT: target; ACCEPT: where to store the peer (may be NULL) */
+    socklen_t addrlen;     /* CONNECT: its length; ACCEPT: in/out */
+    bool lend;             /* RECV into a loop buffer (rn_conn_read_lent): buf is NULL when
+                            * submitted and the backend sets it to the buffer it filled */
+    short events;          /* POLL: POLLIN/POLLOUT */
+    int64_t deadline;      /* absolute rn__now_ns instant, 0 = none */
     struct __kernel_timespec ts; /* io_uring: the deadline as a timespec until submitted */
-    struct rn__op *next;       /* backend queues (epoll waiters, accept waiters) */
-    struct rn__heap_node timer; /* epoll: its place in the deadline heap (idx RN__HEAP_NONE: not in it) */
-    bool loop_timed;           /* the backend holds op outside the kernel: rn__op_wait
-                                * enforces its deadline with a timed park and bk->expire */
+    struct rn__op *next;         /* backend queues (epoll waiters, accept waiters) */
+    struct rn__heap_node
+        timer;       /* epoll: its place in the deadline heap (idx RN__HEAP_NONE: not in it) */
+    bool loop_timed; /* the backend holds op outside the kernel: rn__op_wait
+                      * enforces its deadline with a timed park and bk->expire */
 };
 
 /* Called by a backend when op finished with raw result res. Applies the one
@@ -161,44 +162,44 @@ void rn__lend_release(struct rn__loop *loop, void *buf);
 /* ---- tasks and the loop ---------------------------------------------------- */
 
 struct rn__task {
-    void *sp;                  /* saved stack pointer while switched out */
-    void *stack;               /* mmap base (guard page first); NULL for the root */
-    size_t stack_size;         /* usable bytes above the guard page */
+    void *sp;          /* saved stack pointer while switched out */
+    void *stack;       /* mmap base (guard page first); NULL for the root */
+    size_t stack_size; /* usable bytes above the guard page */
     rn_task_fn fn;
     void *arg;
     struct rn__task *next_ready;
-    bool queued;               /* on the run queue */
+    bool queued; /* on the run queue */
     bool dead;
-    bool parked;               /* waiting in rn__task_park */
-    bool ready;                /* root only: woken */
-    unsigned err_seq;          /* sentences (rn__err) this task has written */
-    bool timed_out;            /* rn__task_park_until: the deadline woke it */
+    bool parked;                /* waiting in rn__task_park */
+    bool ready;                 /* root only: woken */
+    unsigned err_seq;           /* sentences (rn__err) this task has written */
+    bool timed_out;             /* rn__task_park_until: the deadline woke it */
     struct rn__heap_node timer; /* rn__task_park_until: in the loop's timers, key = when to wake it;
-                                * idx means something only after that push (tasks start zeroed) */
+                                 * idx means something only after that push (tasks start zeroed) */
     struct rn__task *all_prev, *all_next; /* every live task, for teardown */
     unsigned valgrind_id;
-    void *asan_fake;           /* ASan fake stack while switched out */
-    void *tsan_fiber;          /* ThreadSanitizer's record of this stack */
+    void *asan_fake;  /* ASan fake stack while switched out */
+    void *tsan_fiber; /* ThreadSanitizer's record of this stack */
 };
 
 struct rn__loop {
     const struct rn__backend *bk;
     void *bk_state;
-    struct rn__task root;      /* the thread's own stack: scheduler and calls outside tasks */
-    struct rn__task *current;  /* running task (&root when none) */
+    struct rn__task root;     /* the thread's own stack: scheduler and calls outside tasks */
+    struct rn__task *current; /* running task (&root when none) */
     struct rn__task *rq_head, *rq_tail; /* ready tasks */
-    size_t ntasks;             /* live spawned tasks */
-    struct rn__task *all;      /* list of live spawned tasks */
-    size_t inflight;           /* ops inside the backend (0 with no ready task = nothing can wake us) */
-    int running;               /* depth of rn__loop_run on this thread */
+    size_t ntasks;                      /* live spawned tasks */
+    struct rn__task *all;               /* list of live spawned tasks */
+    size_t inflight; /* ops inside the backend (0 with no ready task = nothing can wake us) */
+    int running;     /* depth of rn__loop_run on this thread */
     size_t stack_size;
     struct rn__task *stack_cache; /* finished tasks whose stacks are reused */
     size_t stack_cache_len;
     rn_stats stats;
-    struct rn__heap timers;    /* tasks in rn__task_park_until, on their deadline */
-    void *lend_cache;          /* free heap lent buffers, linked through their first word */
+    struct rn__heap timers; /* tasks in rn__task_park_until, on their deadline */
+    void *lend_cache;       /* free heap lent buffers, linked through their first word */
     size_t lend_cache_len;
-    char reason[160];          /* why this backend */
+    char reason[160]; /* why this backend */
     const void *asan_main_bottom;
     size_t asan_main_size;
 };

@@ -45,13 +45,20 @@ extern "C" {
 
 /* Codes with no errno. They are negative, like -errno values, and far from
  * any errno so the two never collide. */
-#define RN_EDNS          (-20001) /* a name did not resolve */
-#define RN_ETLS          (-20002) /* TLS protocol or handshake failure; STARTTLS over unread plaintext */
-#define RN_ETLS_VERIFY   (-20003) /* the peer's certificate was refused (chain, expiry, name) */
-#define RN_EEOF          (-20004) /* the stream ended before read_exact got its length */
-#define RN_ECLOSED       (-20005) /* the connection or server was closed, also while blocked in the call */
-#define RN_EBACKEND      (-20006) /* the requested I/O backend cannot run here (see rn_backend_reason) */
-#define RN_ETLS_TRUNCATED (-20007) /* the TLS peer ended the TCP stream without close_notify */
+/* a name did not resolve */
+#define RN_EDNS (-20001)
+/* TLS protocol or handshake failure; STARTTLS over unread plaintext */
+#define RN_ETLS (-20002)
+/* the peer's certificate was refused (chain, expiry, name) */
+#define RN_ETLS_VERIFY (-20003)
+/* the stream ended before read_exact got its length */
+#define RN_EEOF (-20004)
+/* the connection or server was closed, also while blocked in the call */
+#define RN_ECLOSED (-20005)
+/* the requested I/O backend cannot run here (see rn_backend_reason) */
+#define RN_EBACKEND (-20006)
+/* the TLS peer ended the TCP stream without close_notify */
+#define RN_ETLS_TRUNCATED (-20007)
 
 /* A stable, static message for any code this library returns (RN_E* or
  * -errno). Never NULL. */
@@ -119,10 +126,10 @@ const char *rn_backend_reason(void);
 
 /* The loop's own counters, for benchmarks and tuning. */
 typedef struct rn_stats {
-    uint64_t ops_submitted;  /* operations handed to the kernel (SQEs, or syscalls tried on epoll) */
-    uint64_t enter_calls;    /* io_uring_enter / epoll_wait calls */
-    uint64_t completions;    /* operations completed (by a CQE, or by a syscall on epoll) */
-    uint64_t task_switches;  /* context switches into tasks */
+    uint64_t ops_submitted; /* operations handed to the kernel (SQEs, or syscalls tried on epoll) */
+    uint64_t enter_calls;   /* io_uring_enter / epoll_wait calls */
+    uint64_t completions;   /* operations completed (by a CQE, or by a syscall on epoll) */
+    uint64_t task_switches; /* context switches into tasks */
     uint64_t tasks_spawned;
     uint64_t accept_backoffs; /* accepts delayed by EMFILE/ENFILE */
 } rn_stats;
@@ -233,7 +240,7 @@ bool rn_conn_is_tls(const rn_conn *c);
  * connection usable. A deadline set while a call is blocked applies to the
  * next call, not to the one in progress. Setting is a plain store: do it
  * from the connection's own thread. NULL c is ignored. */
-void rn_conn_set_deadline(rn_conn *c, int64_t ms);       /* reads and writes */
+void rn_conn_set_deadline(rn_conn *c, int64_t ms); /* reads and writes */
 void rn_conn_set_read_deadline(rn_conn *c, int64_t ms);
 void rn_conn_set_write_deadline(rn_conn *c, int64_t ms);
 
@@ -302,42 +309,42 @@ rn_tls_config *rn_tls_server_config(const char *cert_pem, const char *key_pem);
 /* Trust exactly the CAs in pem_file (replaces the system store). 0,
  * -ENOENT/-EACCES, RN_ETLS (no certificate in it: the config then trusts
  * nothing), -EINVAL, -EBUSY. */
-int  rn_tls_config_set_ca_file(rn_tls_config *cfg, const char *pem_file);
+int rn_tls_config_set_ca_file(rn_tls_config *cfg, const char *pem_file);
 /* The certificate a client presents (mTLS), or a server's. 0, -ENOENT,
  * -EACCES, RN_ETLS, -EINVAL, -EBUSY. */
-int  rn_tls_config_set_cert(rn_tls_config *cfg, const char *cert_pem, const char *key_pem);
+int rn_tls_config_set_cert(rn_tls_config *cfg, const char *cert_pem, const char *key_pem);
 /* mTLS: clients must present a certificate signed by a CA in ca_pem_file.
  * As set_ca_file; -EINVAL on a client config. */
-int  rn_tls_config_require_client_cert(rn_tls_config *server_cfg, const char *ca_pem_file);
+int rn_tls_config_require_client_cert(rn_tls_config *server_cfg, const char *ca_pem_file);
 /* ALPN protocols in order of preference, "h2,http/1.1"; NULL or "" for
  * none. 0, -EINVAL (an empty or > 255-byte name, a list over 1024 bytes or
  * over 257 names), -EBUSY. */
-int  rn_tls_config_set_alpn(rn_tls_config *cfg, const char *protocols);
+int rn_tls_config_set_alpn(rn_tls_config *cfg, const char *protocols);
 void rn_tls_config_free(rn_tls_config *cfg);
 
 /* rn_tls_connect with cfg (a client config; NULL = the default). */
-int  rn_tls_connect_with(rn_conn **out, const char *host, int port, const rn_tls_config *cfg);
+int rn_tls_connect_with(rn_conn **out, const char *host, int port, const rn_tls_config *cfg);
 /* rn_conn_upgrade_to_tls with cfg. Also refused (RN_ETLS) when bytes
  * arrived after the server's go-ahead: they can only be injected. After a
  * handshake failure the connection stays TLS and failed, never plaintext;
  * a refusal before the handshake (held plaintext, NULL host) leaves it
  * plain and unchanged. -EINVAL, RN_ECLOSED, -EXDEV as other calls. */
-int  rn_conn_upgrade_to_tls_with(rn_conn *c, const char *host, const rn_tls_config *cfg);
+int rn_conn_upgrade_to_tls_with(rn_conn *c, const char *host, const rn_tls_config *cfg);
 /* Listen as rn_tcp_listen; accepted connections are TLS, their handshake
  * deferred to the first read/write or rn_conn_handshake (never inside
  * accept). Holds a reference on server_cfg until rn_server_close. */
-int  rn_tls_listen(rn_server **out, const char *host, int port, const rn_tls_config *server_cfg);
+int rn_tls_listen(rn_server **out, const char *host, int port, const rn_tls_config *server_cfg);
 /* STARTTLS, server side: a server handshake now, under c's deadlines.
  * RN_ETLS if unread plaintext is held (CVE-2011-0411), RN_ETLS_VERIFY
  * (mTLS refusal), -ETIMEDOUT, -EINVAL. */
-int  rn_conn_accept_tls(rn_conn *c, const rn_tls_config *server_cfg);
+int rn_conn_accept_tls(rn_conn *c, const rn_tls_config *server_cfg);
 /* The ALPN protocol negotiated, or NULL (none, plain, handshake pending). */
 const char *rn_conn_alpn(const rn_conn *c);
 /* Finish the TLS handshake now under c's deadlines (the earlier of read
  * and write); 0 at once on a plain connection or a finished handshake. A
  * timed-out handshake resumes at the next call. RN_ETLS, RN_ETLS_VERIFY,
  * -ETIMEDOUT, RN_ECLOSED. */
-int  rn_conn_handshake(rn_conn *c);
+int rn_conn_handshake(rn_conn *c);
 
 /* ---- DNS --------------------------------------------------------------- */
 

@@ -81,7 +81,8 @@ int rn__tls_cb_send(WOLFSSL *ssl, char *buf, int sz, void *ctx)
             size_t cap = b->cap ? b->cap * 2 : RN__LEND_SIZE;
             while (cap < b->len + n)
                 cap *= 2;
-            char *p = !b->p && cap == RN__LEND_SIZE ? rn__lend_alloc(t->c->loop) : realloc(b->p, cap);
+            char *p =
+                !b->p && cap == RN__LEND_SIZE ? rn__lend_alloc(t->c->loop) : realloc(b->p, cap);
             if (!p)
                 return WOLFSSL_CBIO_ERR_GENERAL;
             b->p = p;
@@ -127,13 +128,20 @@ static const char *alert_name(int code)
     if (s)
         return s;
     switch (code) {
-    case 21: return "decryption_failed";
-    case 86: return "inappropriate_fallback";
-    case 109: return "missing_extension";
-    case 110: return "unsupported_extension";
-    case 115: return "unknown_psk_identity";
-    case 116: return "certificate_required";
-    default: return "unknown alert";
+    case 21:
+        return "decryption_failed";
+    case 86:
+        return "inappropriate_fallback";
+    case 109:
+        return "missing_extension";
+    case 110:
+        return "unsupported_extension";
+    case 115:
+        return "unknown_psk_identity";
+    case 116:
+        return "certificate_required";
+    default:
+        return "unknown alert";
     }
 }
 

@@ -28,10 +28,10 @@
 #define CQ_ENTRIES (SQ_ENTRIES * 8u) /* completions can outnumber one pass's submissions */
 
 /* user_data tags: ops are at least 8-aligned, so the low bits are free. */
-#define UD_IGNORE 0ull            /* linked timeouts and cancels: their op's CQE decides */
-#define UD_ACCEPT_MS 1ull         /* | rn__fd*: the multishot accept of a listener */
-#define UD_RECV_MS 2ull           /* | rn__fd*: the multishot recv of a connection */
-#define UD_TAG_MASK 7ull
+#define UD_IGNORE    0ull /* linked timeouts and cancels: their op's CQE decides */
+#define UD_ACCEPT_MS 1ull /* | rn__fd*: the multishot accept of a listener */
+#define UD_RECV_MS   2ull /* | rn__fd*: the multishot recv of a connection */
+#define UD_TAG_MASK  7ull
 
 RN_STATIC_ASSERT(_Alignof(struct rn__op) >= 8, "op pointers carry tags in their low bits");
 RN_STATIC_ASSERT(_Alignof(struct rn__fd) >= 8, "fd pointers carry tags in their low bits");
@@ -43,7 +43,7 @@ struct pring {
     struct io_uring_buf_ring *br; /* NULL until set up (or if that failed) */
     char *bufs;                   /* entries * size bytes */
     size_t map_len;
-    unsigned entries, size;       /* entries: a power of two */
+    unsigned entries, size; /* entries: a power of two */
     unsigned short bgid;
     bool tried;
 };
@@ -52,7 +52,7 @@ struct pring {
  * of RN__LEND_SIZE bytes; when all are out, the recv fails with -ENOBUFS and
  * is sent again into a heap buffer (rn__lend_alloc). */
 #define LEND_ENTRIES 64u
-#define LEND_BGID 0
+#define LEND_BGID    0
 
 /* Stream reads. A connection whose last read emptied the socket and took
  * no more than a stream buffer holds (request/response traffic) gets one
@@ -81,9 +81,9 @@ struct pring {
  * one loop pass at 1,000 busy connections; past that a connection meets
  * -ENOBUFS and reads one-shot. */
 #define SR_ENTRIES 256u
-#define SR_SIZE RN__LEND_SIZE
-#define SR_BGID 1
-#define SR_CAP (64u * 1024u)
+#define SR_SIZE    RN__LEND_SIZE
+#define SR_BGID    1
+#define SR_CAP     (64u * 1024u)
 
 struct sbuf {
     uint32_t len, off; /* bytes the kernel put there; bytes read already */
@@ -92,9 +92,9 @@ struct sbuf {
 
 struct uring {
     struct io_uring ring;
-    struct pring lend;        /* one-shot lent reads */
-    struct pring sr;          /* stream reads */
-    bool rms_off;             /* no multishot recv: refused by the kernel or RN_URING_RECV_MULTISHOT=0 */
+    struct pring lend; /* one-shot lent reads */
+    struct pring sr;   /* stream reads */
+    bool rms_off;      /* no multishot recv: refused by the kernel or RN_URING_RECV_MULTISHOT=0 */
     struct sbuf sm[SR_ENTRIES];
 };
 
@@ -112,9 +112,14 @@ static const struct {
     int op;
     const char *name;
 } needed_ops[] = {
-    {IORING_OP_CONNECT, "CONNECT"}, {IORING_OP_ACCEPT, "ACCEPT"},       {IORING_OP_RECV, "RECV"},
-    {IORING_OP_SEND, "SEND"},       {IORING_OP_POLL_ADD, "POLL_ADD"},   {IORING_OP_TIMEOUT, "TIMEOUT"},
-    {IORING_OP_LINK_TIMEOUT, "LINK_TIMEOUT"}, {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"},
+    {IORING_OP_CONNECT, "CONNECT"},
+    {IORING_OP_ACCEPT, "ACCEPT"},
+    {IORING_OP_RECV, "RECV"},
+    {IORING_OP_SEND, "SEND"},
+    {IORING_OP_POLL_ADD, "POLL_ADD"},
+    {IORING_OP_TIMEOUT, "TIMEOUT"},
+    {IORING_OP_LINK_TIMEOUT, "LINK_TIMEOUT"},
+    {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"},
     /* Not used itself: it came in 5.19 with what we rely on and the probe
      * cannot show, multishot accept, cancel by fd with CANCEL_ALL and
      * IORING_RECVSEND_POLL_FIRST. An older kernel runs epoll instead. */
@@ -507,13 +512,15 @@ static void submit_recv(struct rn__loop *loop, struct uring *u, struct rn__op *o
             rms_serve(loop, u, f, op);
             return;
         }
-        if (f->rms_armed || (f->rd_drained && !f->rms_skip && !f->rs_inflight && !u->rms_off && rms_arm(loop, u, f))) {
+        if (f->rms_armed || (f->rd_drained && !f->rms_skip && !f->rs_inflight && !u->rms_off &&
+                             rms_arm(loop, u, f))) {
             rms_park(f, op);
             return;
         }
         f->rms_skip = false;
     }
-    if (RN_UNLIKELY(op->lend) && !op->buf && !pring_ready(u, &u->lend) && !(op->buf = rn__lend_alloc(loop))) {
+    if (RN_UNLIKELY(op->lend) && !op->buf && !pring_ready(u, &u->lend) &&
+        !(op->buf = rn__lend_alloc(loop))) {
         rn__op_complete(loop, op, -ENOMEM);
         return;
     }
@@ -607,7 +614,8 @@ static void uring_cancel_fd(struct rn__loop *loop, struct rn__fd *f)
     io_uring_sqe_set_data64(sqe, UD_IGNORE);
 }
 
-static void dispatch_accept(struct rn__loop *loop, struct uring *u, struct rn__fd *f, const struct io_uring_cqe *cqe)
+static void dispatch_accept(struct rn__loop *loop, struct uring *u, struct rn__fd *f,
+                            const struct io_uring_cqe *cqe)
 {
     bool more = cqe->flags & IORING_CQE_F_MORE;
     int res = cqe->res;
@@ -638,7 +646,8 @@ static void dispatch_accept(struct rn__loop *loop, struct uring *u, struct rn__f
     }
 }
 
-static void dispatch_recv_ms(struct rn__loop *loop, struct uring *u, struct rn__fd *f, const struct io_uring_cqe *cqe)
+static void dispatch_recv_ms(struct rn__loop *loop, struct uring *u, struct rn__fd *f,
+                             const struct io_uring_cqe *cqe)
 {
     bool more = cqe->flags & IORING_CQE_F_MORE;
     int res = cqe->res;
@@ -696,8 +705,8 @@ static void dispatch_recv_ms(struct rn__loop *loop, struct uring *u, struct rn__
 
 /* A lent recv's CQE: note the buffer the kernel filled; when the ring had
  * none left, send the recv again into a heap buffer (true: not done yet). */
-static bool lend_complete(struct rn__loop *loop, struct uring *u, struct rn__op *op, const struct io_uring_cqe *cqe,
-                          int *res)
+static bool lend_complete(struct rn__loop *loop, struct uring *u, struct rn__op *op,
+                          const struct io_uring_cqe *cqe, int *res)
 {
     if (cqe->flags & IORING_CQE_F_BUFFER) {
         op->buf = pring_buf(&u->lend, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
