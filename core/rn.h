@@ -144,10 +144,17 @@ struct rn__backend {
      * it out of wherever it waits and complete it with res. NULL when the
      * backend never marks ops so. */
     void (*expire)(struct rn__loop *loop, struct rn__op *op, int res);
+    /* Bytes the backend has already taken off f's socket and not yet
+     * handed to a read (io_uring's stream-read queue). NULL when the
+     * backend never reads ahead. */
+    size_t (*buffered)(struct rn__loop *loop, const struct rn__fd *f);
 };
 
 extern const struct rn__backend rn__backend_uring;
 extern const struct rn__backend rn__backend_epoll;
+
+/* Bytes received on f that wait inside the backend for a read. */
+static inline size_t rn__fd_buffered(struct rn__loop *loop, const struct rn__fd *f);
 
 /* ---- lent read buffers (rn_conn_read_lent) ---------------------------------- */
 
@@ -209,6 +216,11 @@ static inline int64_t rn__loop_wake_at(const struct rn__loop *loop)
 {
     const struct rn__heap_node *n = rn__heap_min(&loop->timers);
     return n ? n->key : 0;
+}
+
+static inline size_t rn__fd_buffered(struct rn__loop *loop, const struct rn__fd *f)
+{
+    return loop->bk->buffered ? loop->bk->buffered(loop, f) : 0;
 }
 
 /* A mark of the sentences the current task has written so far. */

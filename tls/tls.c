@@ -117,7 +117,7 @@ RN_EXPORT int rn_conn_upgrade_to_tls_with(rn_conn *c, const char *host, const rn
         waiting = 0;
     /* Bytes the engine already took off the socket for a read to come
      * (io_uring's stream reads) count the same. */
-    waiting += (int)c->f.held;
+    waiting += (int)rn__fd_buffered(c->loop, &c->f);
     if (waiting > 0) {
         rc = rn__err(RN_ETLS,
                      "%s refused: %d bytes arrived from %s after its go-ahead and before our "

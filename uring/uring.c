@@ -808,6 +808,12 @@ static int uring_run_once(struct rn__loop *loop, bool wait)
     return 0;
 }
 
+static size_t uring_buffered(struct rn__loop *loop, const struct rn__fd *f)
+{
+    (void)loop;
+    return f->held;
+}
+
 const struct rn__backend rn__backend_uring = {
     .name = "io_uring",
     .init = uring_init,
@@ -819,4 +825,5 @@ const struct rn__backend rn__backend_uring = {
     .run_once = uring_run_once,
     .lend_release = uring_lend_release,
     .expire = uring_expire,
+    .buffered = uring_buffered,
 };
