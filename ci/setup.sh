@@ -16,10 +16,22 @@ packages=(
     openssl curl socat iproute2 procps ca-certificates postgresql util-linux coreutils
 )
 
+# A package counts only when installed for this machine's architecture (or
+# for all): a foreign one (say libwolfssl-dev:arm64 for a cross build, which
+# replaces the native one) does not provide the native headers and .pc file.
+arch=$(dpkg --print-architecture)
+installed() {
+    local q status
+    for q in "$1:$arch" "$1:all"; do
+        status=$(dpkg-query -W -f='${Status}' "$q" 2>/dev/null || true)
+        [ "$status" = "install ok installed" ] && return 0
+    done
+    return 1
+}
+
 missing=()
 for p in "${packages[@]}"; do
-    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
-    [ "$status" = "install ok installed" ] || missing+=("$p")
+    installed "$p" || missing+=("$p")
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
