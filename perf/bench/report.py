@@ -43,7 +43,7 @@ def latest_line(run, csv_rel):
     q = " --quick" if run["quick"] else ""
     return (f"{LATEST_MARK}Latest `perf/run{q}` in the run log: **{run['stamp']}** "
             f"({run['model']}, {run['ncpu']} cores, Linux {run['kernel']}; raw numbers "
-            f"`{csv_rel}`). The figures above are from the runs they name.")
+            f"`{csv_rel}`). The tables below are written by hand from the runs they name.")
 
 
 def append_results(path, summary, run, csv_rel, chart_rel):
