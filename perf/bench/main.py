@@ -1,6 +1,5 @@
 """perf/run: the benchmarks, one after the other, then the summary."""
 import os
-import shutil
 import sys
 import tempfile
 import time

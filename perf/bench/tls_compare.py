@@ -130,18 +130,26 @@ class Bench:
             return n, float(got[-1][0])
         return run
 
-    def tls_bulk(self, build, extra, key):
+    def tls_handshakes(self):
+        """ringnet's client (AES-NI build), 8 connections at once, certificate verified."""
         def run(port):
+            got = self.client([os.path.join(self.ctx.root, AES, "tls_bulk"), "--port", str(port),
+                               "--ca", self.cert, "--handshakes", str(self.ctx.cfg.seconds),
+                               "--conns", "8"], "th.out", r"handshakes=(\d+).*seconds=([0-9.]+)")
+            return (int(got[-1][0]), float(got[-1][1])) if got else (0, 0)
+        return run
+
+    def tls_bulk(self, build):
+        """ringnet's client of the same build as the server, --bytes of data."""
+        def run(port):
+            n = self.ctx.cfg.tls_bytes
             got = self.client([os.path.join(self.ctx.root, build, "tls_bulk"), "--port", str(port),
-                               "--ca", self.cert] + extra, "tb.out", key + r"=(\d+).*seconds=([0-9.]+)"
-                              if key == "handshakes" else r"seconds=([0-9.]+)")
-            if key == "handshakes":
-                return (int(got[-1][0]), float(got[-1][1])) if got else (0, 0)
-            return self.ctx.cfg.tls_bytes, float(got[-1]) if got else 0
+                               "--ca", self.cert, "--bytes", str(n)], "tb.out",
+                              r"seconds=([0-9.]+)")
+            return n, (float(got[-1]) if got else 0)
         return run
 
     def round(self, r):
-        secs, n = str(self.ctx.cfg.seconds), str(self.ctx.cfg.tls_bytes)
         for s in SUITES:
             for name in ("rn-debian", "rn-aesni", "openssl"):
                 self.note(f"round {r}: handshake {s} {name}")
@@ -153,11 +161,10 @@ class Bench:
         for name in ("rn-debian", "rn-aesni", "openssl"):
             self.note(f"round {r}: hs-rn {name}")
             self.measure("hs-rn", "chacha" if name == "rn-debian" else "aes", name, r,
-                         self.tls_bulk(AES, ["--handshakes", secs, "--conns", "8"], "handshakes"),
-                         False)
+                         self.tls_handshakes(), False)
         for name, b, s in (("rn-debian", DEB, "chacha"), ("rn-aesni", AES, "aes")):
             self.note(f"round {r}: rn2rn {name}")
-            self.measure("rn2rn", s, name, r, self.tls_bulk(b, ["--bytes", n], "bytes"), True)
+            self.measure("rn2rn", s, name, r, self.tls_bulk(b), True)
 
     @staticmethod
     def note(text):
