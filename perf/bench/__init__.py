@@ -1,4 +1,5 @@
-"""perf/bench: the modules of perf/run, ringnet's benchmark driver.
+"""perf/bench: ringnet's benchmark driver; perf/run runs it (python3 -m bench
+with perf/ on PYTHONPATH).
 
 cli       the options and the run's configuration
 prepare   installing what is missing (apt-get) and building (cmake --build)
@@ -11,4 +12,5 @@ summary   medians, ranges, ratios and goals of runs.csv, as Markdown
 report    chart (gnuplot) and perf/RESULTS.md
 compare   --echo-compare and --tls-compare, the two engines or TLS builds
 ir        --ir: callgrind instructions per request (perf/ir_per_request.py)
+tls_compare  --tls-compare's builds, rounds and table
 """

@@ -9,7 +9,6 @@
 # among them). The options are soak's (perf/soak/run.sh BUILD_DIR --help).
 # Exit status: soak's (0 passed, 1 failed, 2 setup, 77 backend unavailable).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
 if [ $# -lt 1 ] || [ ! -d "$1" ]; then
     echo "usage: $0 BUILD_DIR [soak options]" >&2
     exit 2
