@@ -67,28 +67,31 @@ def pte_kib(pids):
 
 
 def _sockets():
-    """(local port, state) of every TCP socket, IPv4 and IPv6."""
+    """(local port, state, local address, remote address) of every TCP socket,
+    IPv4 and IPv6."""
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(name) as f:
                 next(f)
                 for line in f:
                     v = line.split()
-                    yield int(v[1].rsplit(":", 1)[1], 16), v[3]
+                    yield int(v[1].rsplit(":", 1)[1], 16), v[3], v[1], v[2]
         except OSError:
             continue
 
 
 def listening(port):
-    return any(p == port and st == "0A" for p, st in _sockets())
+    return any(s[0] == port and s[1] == "0A" for s in _sockets())
 
 
 def established(port):
-    return sum(1 for p, st in _sockets() if p == port and st == "01")
+    """Established connections whose local port is PORT (the server's side).
+    A set: /proc/net/tcp read while sockets come and go can repeat a line."""
+    return len({(s[2], s[3]) for s in _sockets() if s[0] == port and s[1] == "01"})
 
 
 def free_port():
-    used = {p for p, _ in _sockets()}
+    used = {s[0] for s in _sockets()}
     for _ in range(200):
         p = 20000 + random.randrange(12000)
         if p not in used:
