@@ -13,33 +13,21 @@
 #define _GNU_SOURCE
 #include <ringnet.h>
 
-#include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 
+#include "bench_server.h"
 #include "http_count.h"
 
 #define RESP_REPEAT 64 /* answers one write can carry */
 
-static volatile sig_atomic_t want_stats, want_stop;
-static size_t bufsize = 4096;
-static int port = 9000;
+static struct bench_opts opt = {9000, 4096};
 
 static char answers[160 * RESP_REPEAT]; /* the answer, RESP_REPEAT times */
 static size_t answer_len;
 static time_t answer_date;
-
-static void on_signal(int sig)
-{
-    if (sig == SIGUSR1)
-        want_stats = 1;
-    else
-        want_stop = 1;
-}
 
 static void build_answers(time_t now)
 {
@@ -62,10 +50,10 @@ static void build_answers(time_t now)
 static void handle_client(void *arg)
 {
     rn_conn *c = arg;
-    char *buf = __builtin_alloca(bufsize); /* on the task's stack, as a user would */
+    char *buf = __builtin_alloca(opt.bufsize); /* on the task's stack, as a user would */
     struct http_count st = {{0}, 0};
     for (;;) {
-        ssize_t n = rn_conn_read(c, buf, bufsize);
+        ssize_t n = rn_conn_read(c, buf, opt.bufsize);
         if (n <= 0)
             break;
         unsigned k = http_count_requests(&st, buf, (size_t)n);
@@ -86,67 +74,25 @@ static void handle_client(void *arg)
     rn_conn_close(c);
 }
 
-/* Signals land while the loop waits in the kernel; this task notices them
- * within 20 ms without adding anything to the measured path. */
-static void watcher(void *arg)
-{
-    rn_server *s = arg;
-    while (!want_stop) {
-        rn_sleep(20);
-        if (want_stats) {
-            want_stats = 0;
-            rn_stats st;
-            rn_loop_stats(&st);
-            fprintf(stderr,
-                    "STATS ops_submitted=%" PRIu64 " enter_calls=%" PRIu64 " completions=%" PRIu64
-                    " task_switches=%" PRIu64 " tasks_spawned=%" PRIu64 "\n",
-                    st.ops_submitted, st.enter_calls, st.completions, st.task_switches,
-                    st.tasks_spawned);
-            fflush(stderr);
-        }
-    }
-    rn_server_close(s);
-}
-
 static void main_task(void *arg)
 {
     (void)arg;
     rn_server *s;
-    int rc = rn_tcp_listen(&s, "127.0.0.1", port);
+    int rc = rn_tcp_listen(&s, "127.0.0.1", opt.port);
     if (rc < 0) {
         fprintf(stderr, "listen: %s (%s)\n", rn_strerror(rc), rn_last_error());
         exit(1);
     }
-    printf("listening %s backend %s\n", rn_server_addr(s), rn_backend_name());
-    fflush(stdout);
-    rn_spawn(watcher, s);
-    for (;;) {
-        rn_conn *c;
-        rc = rn_server_accept(s, &c);
-        if (rc == RN_ECLOSED)
-            break;
-        if (rc < 0)
-            continue;
-        if (rn_spawn(handle_client, c) < 0)
-            rn_conn_close(c);
-    }
+    bench_serve(s, handle_client);
 }
 
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--port") && i + 1 < argc)
-            port = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
-            if (rn_set_backend(argv[++i]) < 0) {
-                fprintf(stderr, "unknown backend %s\n", argv[i]);
-                return 2;
-            }
-        } else if (!strcmp(argv[i], "--stack") && i + 1 < argc)
-            rn_set_task_stack_size((size_t)atol(argv[++i]));
-        else if (!strcmp(argv[i], "--bufsize") && i + 1 < argc)
-            bufsize = (size_t)atol(argv[++i]);
-        else {
+        int r = bench_common_option(argc, argv, &i, &opt);
+        if (r < 0)
+            return 2;
+        if (r == 0) {
             fprintf(stderr,
                     "usage: %s [--port N] [--backend io_uring|epoll|auto] [--stack BYTES] "
                     "[--bufsize BYTES]\n",
@@ -154,26 +100,12 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (bufsize < 64 || bufsize > (1 << 20)) {
+    if (opt.bufsize < 64 || opt.bufsize > (1 << 20)) {
         fprintf(stderr, "--bufsize must be 64..1048576\n");
         return 2;
     }
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    bench_raise_nofile("rn_http_server");
     build_answers(time(NULL));
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    int rc = rn_run(main_task, NULL);
-    if (rc < 0) {
-        fprintf(stderr, "rn_run: %s (%s)\n", rn_strerror(rc), rn_last_error());
-        return 1;
-    }
-    return 0;
+    bench_signals(0);
+    return bench_run("rn_http_server", main_task);
 }

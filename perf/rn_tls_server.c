@@ -13,24 +13,16 @@
 #define _GNU_SOURCE
 #include <ringnet.h>
 
-#include <inttypes.h>
-#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
-static volatile sig_atomic_t want_stop;
-static int port;
+#include "bench_server.h"
+
+static struct bench_opts opt = {0, 16384};
 static const char *cert, *key;
 static bool probe, lent;
 static int status;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    want_stop = 1;
-}
 
 static void handle_client(void *arg)
 {
@@ -50,14 +42,6 @@ static void handle_client_lent(void *arg)
     rn_conn_close(c);
 }
 
-static void watcher(void *arg)
-{
-    rn_server *s = arg;
-    while (!want_stop)
-        rn_sleep(20);
-    rn_server_close(s);
-}
-
 static void main_task(void *arg)
 {
     (void)arg;
@@ -68,7 +52,7 @@ static void main_task(void *arg)
         return;
     }
     rn_server *s;
-    int rc = rn_tls_listen(&s, "127.0.0.1", port, cfg);
+    int rc = rn_tls_listen(&s, "127.0.0.1", opt.port, cfg);
     if (rc < 0) {
         fprintf(stderr, "rn_tls_server: tls_listen: %s (%s)\n", rn_strerror(rc), rn_last_error());
         rn_tls_config_free(cfg);
@@ -80,19 +64,7 @@ static void main_task(void *arg)
         rn_tls_config_free(cfg);
         return;
     }
-    printf("listening %s backend %s\n", rn_server_addr(s), rn_backend_name());
-    fflush(stdout);
-    rn_spawn(watcher, s);
-    for (;;) {
-        rn_conn *c;
-        rc = rn_server_accept(s, &c);
-        if (rc == RN_ECLOSED)
-            break;
-        if (rc < 0)
-            continue;
-        if (rn_spawn(lent ? handle_client_lent : handle_client, c) < 0)
-            rn_conn_close(c);
-    }
+    bench_serve(s, lent ? handle_client_lent : handle_client);
     rn_tls_config_free(cfg);
 }
 
@@ -100,6 +72,11 @@ int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int r = bench_common_option(argc, argv, &i, &opt);
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
         if (!strcmp(a, "--probe")) {
             probe = true;
             continue;
@@ -108,19 +85,10 @@ int main(int argc, char **argv)
             lent = true;
             continue;
         }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "rn_tls_server: %s needs a value\n", a);
-            return 2;
-        }
-        const char *v = argv[++i];
-        if (!strcmp(a, "--port"))
-            port = atoi(v);
-        else if (!strcmp(a, "--cert"))
-            cert = v;
-        else if (!strcmp(a, "--key"))
-            key = v;
-        else if (!strcmp(a, "--backend"))
-            rn_set_backend(v);
+        if (i + 1 < argc && !strcmp(a, "--cert"))
+            cert = argv[++i];
+        else if (i + 1 < argc && !strcmp(a, "--key"))
+            key = argv[++i];
         else {
             fprintf(stderr, "usage: %s --cert PEM --key PEM [--port N] [--backend B] [--lent] [--probe]\n",
                     argv[0]);
@@ -131,15 +99,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "rn_tls_server: --cert and --key are needed\n");
         return 2;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    int rc = rn_run(main_task, NULL);
-    if (rc < 0) {
-        fprintf(stderr, "rn_tls_server: rn_run: %s (%s)\n", rn_strerror(rc), rn_last_error());
-        return 1;
-    }
-    return status;
+    bench_signals(0);
+    int rc = bench_run("rn_tls_server", main_task);
+    return rc ? rc : status;
 }

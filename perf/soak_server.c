@@ -34,9 +34,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "bench_server.h"
+
 #define MAX_REPORTED_ERRORS 10
 
-static volatile sig_atomic_t want_stop, want_trim;
 static const char *cert, *key;
 static size_t bufsize = 16384; /* one TLS record's worth of plaintext */
 static int status;
@@ -44,14 +45,6 @@ static int status;
 static uint64_t accepted[2], echoed[2], clean_eof, errors;
 static long live;
 static rn_server *servers[2];
-
-static void on_signal(int sig)
-{
-    if (sig == SIGUSR2)
-        want_trim = 1;
-    else
-        want_stop = 1;
-}
 
 static void report_error(rn_conn *c, const char *what, int rc)
 {
@@ -118,10 +111,10 @@ static void acceptor(void *arg)
 static void watcher(void *arg)
 {
     (void)arg;
-    while (!want_stop) {
+    while (!bench_want_stop) {
         rn_sleep(20);
-        if (want_trim) {
-            want_trim = 0;
+        if (bench_want_trim) {
+            bench_want_trim = 0;
             malloc_trim(0);
             printf("TRIMMED\n");
             fflush(stdout);
@@ -213,19 +206,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "soak_server: --bufsize must be 1..1048576\n");
         return 2;
     }
-    /* Ten thousand connections: the soft descriptor limit up to the hard one. */
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-            perror("soak_server: setrlimit(RLIMIT_NOFILE)");
-    }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGUSR2, &sa, NULL);
+    bench_raise_nofile("soak_server");
+    bench_signals(1);
     signal(SIGPIPE, SIG_IGN);
     int rc = rn_run(main_task, NULL);
     if (rc < 0) {

@@ -1,4 +1,4 @@
-/* tls_bulk.c - ringnet as the TLS client of perf/tls_bench.sh: bulk data
+/* tls_bulk.c - ringnet as the TLS client of perf/run --tls-compare: bulk data
  * over one connection (the "ringnet client, ringnet server" figure, against
  * perf/rn_tls_server, which reads and drops), or full handshakes from
  * several connections at once, enough to keep one server core busy.

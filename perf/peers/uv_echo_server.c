@@ -7,7 +7,7 @@
  * uv_write request, with reading paused until it is written, so memory stays
  * bounded and order is kept.
  *
- * Build: cc -O2 -o uv_echo_server uv_echo_server.c -luv
+ * Built by perf/CMakeLists.txt when libuv is found (target uv_echo_server).
  *
  * Usage: uv_echo_server [--port N] [--mode echo|http] [--bufsize BYTES]
  * Prints "listening 127.0.0.1:N backend libuv" once ready. SIGTERM/SIGINT

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# run.sh - build the soak's load program (perf/soak/soak.c: epoll + OpenSSL,
-# not linked to ringnet, so CMake does not build it) next to a ringnet build,
-# and run it against that build's soak_server.
+# run.sh - run the soak's load program (perf/soak/soak.c: epoll + OpenSSL,
+# not linked to ringnet; the CMake target `soak` of perf/CMakeLists.txt)
+# against a ringnet build's soak_server, building it there first.
 #
 # Usage: perf/soak/run.sh BUILD_DIR [soak options]
 #   e.g. perf/soak/run.sh build/debug --backend epoll --seconds 30
@@ -9,7 +9,6 @@
 # among them). The options are soak's (perf/soak/run.sh BUILD_DIR --help).
 # Exit status: soak's (0 passed, 1 failed, 2 setup, 77 backend unavailable).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
 if [ $# -lt 1 ] || [ ! -d "$1" ]; then
     echo "usage: $0 BUILD_DIR [soak options]" >&2
     exit 2
@@ -22,7 +21,6 @@ if [ ! -x "$server" ]; then
     exit 2
 fi
 load=$build/soak
-if [ ! -x "$load" ] || [ "$root/perf/soak/soak.c" -nt "$load" ]; then
-    cc -std=c11 -O2 -g -Wall -Wextra -Wshadow -Werror -o "$load" "$root/perf/soak/soak.c" -lssl -lcrypto
-fi
+cmake --build "$build" --target soak >/dev/null ||
+    { echo "run.sh: cannot build $load (cmake --build $build --target soak; OpenSSL's libssl-dev needed)" >&2; exit 2; }
 exec "$load" --server "$server" "$@"

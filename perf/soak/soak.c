@@ -62,7 +62,8 @@
  * descriptors or memory not back); 2 bad options or setup failure; 77 the
  * backend cannot run on this machine (the reason is printed).
  *
- * Build (perf/soak/run.sh does it): cc -O2 soak.c -o soak -lssl -lcrypto
+ * Built by perf/CMakeLists.txt (target soak) when OpenSSL is found;
+ * perf/soak/run.sh builds it before a run.
  */
 #define _GNU_SOURCE
 #include <dirent.h>

@@ -1,9 +1,8 @@
-/* ossl_bulk.c - the bulk client of perf/tls_bench.sh: one OpenSSL
+/* ossl_bulk.c - the bulk client of perf/run --tls-compare: one OpenSSL
  * connection that sends BYTES to a TLS server which reads and drops them
  * (perf/rn_tls_server, openssl s_server), offering only SUITE, so that
- * every server is driven by the same client with the same cipher. Not
- * built by CMake (it links OpenSSL, not ringnet): tls_bench.sh compiles it
- * with cc.
+ * every server is driven by the same client with the same cipher. It links
+ * OpenSSL, not ringnet: perf/CMakeLists.txt builds it when OpenSSL is found.
  *
  * Usage: ossl_bulk PORT SUITE BYTES
  *   Connects to 127.0.0.1:PORT with TLS 1.3 offering SUITE only (no
