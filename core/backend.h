@@ -109,7 +109,8 @@ struct rn__backend {
     int (*init)(struct rn__loop *loop, void **state, char *why, size_t whylen);
     void (*destroy)(struct rn__loop *loop, void *state);
     /* A descriptor begins (socket made, accepted) or ends (about to close(2);
-     * nothing in flight any more). fd_open starts f->bk zeroed. */
+     * nothing in flight any more). f->bk arrives zeroed (the api zeroes
+     * the whole record). */
     int (*fd_open)(struct rn__loop *loop, struct rn__fd *f);
     void (*fd_close)(struct rn__loop *loop, struct rn__fd *f);
     /* Start op; its completion comes through rn__op_complete, possibly
@@ -123,7 +124,8 @@ struct rn__backend {
      * when wait is true (else only collect what is ready), dispatch them.
      * A wait ends by rn__loop_wake_at(loop) (an absolute rn__now_ns
      * instant; 0: no bound) even if nothing completed: the loop's timed
-     * parks are due then. */
+     * parks are due then. Returns 1 when they may be due (the loop reads
+     * its clock and wakes them), 0 when none can be, or -errno. */
     int (*run_once)(struct rn__loop *loop, bool wait);
     /* Take back a lent buffer the backend handed out itself (io_uring: one
      * of its provided-buffer rings); false if buf is not its own. NULL when

@@ -106,7 +106,8 @@ int rn__task_park_until(struct rn__loop *loop, int64_t deadline)
     return t->timed_out ? -ETIMEDOUT : 0;
 }
 
-static void backend_pass(struct rn__loop *loop, bool wait)
+/* One run_once; whether timed parks may be due. */
+static bool backend_pass(struct rn__loop *loop, bool wait)
 {
     int r = loop->bk->run_once(loop, wait);
     if (r < 0) {
@@ -114,6 +115,7 @@ static void backend_pass(struct rn__loop *loop, bool wait)
         fprintf(stderr, "ringnet: %s backend failed: %s\n", loop->bk->name, rn_strerror(r));
         abort();
     }
+    return r > 0;
 }
 
 /* Drive the loop on the thread's own stack until *flag is true (flag NULL:
@@ -132,8 +134,7 @@ static int loop_run(struct rn__loop *loop, const bool *flag)
             rc = -EDEADLK;
             break;
         }
-        backend_pass(loop, wait);
-        if (loop->timers.len)
+        if (backend_pass(loop, wait) && loop->timers.len)
             fire_timers(loop);
     }
     loop->running--;
@@ -424,7 +425,7 @@ RN_EXPORT void rn_yield(void)
             return;
         loop->running++;
         run_ready(loop);
-        backend_pass(loop, false);
+        (void)backend_pass(loop, false);
         loop->running--;
         return;
     }

@@ -71,7 +71,8 @@ struct rn__loop {
     struct rn__task *rq_head, *rq_tail; /* ready tasks */
     size_t ntasks;                      /* live spawned tasks */
     struct rn__task *all;               /* list of live spawned tasks */
-    size_t inflight; /* ops inside the backend (0 with no ready task = nothing can wake us) */
+    size_t inflight; /* work inside the backend (rn__fd_hold; 0 with no ready task and no timed
+                      * park = nothing can wake us) */
     int running;     /* depth of rn__loop_run on this thread */
     size_t stack_size;
     struct rn__task *stack_cache; /* finished tasks whose stacks are reused */

@@ -287,7 +287,7 @@ static int ep_run_once(struct rn__loop *loop, bool wait)
         if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             retry_list(loop, &f->bk.epoll.wr);
     }
-    return 0;
+    return 1; /* the wait may have ended at the nearest timed park */
 }
 
 const struct rn__backend rn__backend_epoll = {

@@ -258,9 +258,7 @@ static unsigned reap(struct rn__loop *loop, struct uring *u)
     {
         n++;
         uint64_t ud = io_uring_cqe_get_data64(cqe);
-        /* LIBURING_UDATA_TIMEOUT: the timeout liburing itself queues for a
-         * timed wait on kernels without EXT_ARG. */
-        if (ud == UD_IGNORE || ud == LIBURING_UDATA_TIMEOUT)
+        if (ud == UD_IGNORE)
             continue;
         struct rn__fd *f = (struct rn__fd *)(uintptr_t)(ud & ~UD_TAG_MASK);
         switch (ud & UD_TAG_MASK) {
@@ -269,6 +267,11 @@ static unsigned reap(struct rn__loop *loop, struct uring *u)
             break;
         case UD_ACCEPT_MULTI:
             rn__acc_dispatch(loop, u, f, cqe);
+            break;
+        case UD_WAKE:
+            u->wake_due = true;
+            if (ud >> 3 == u->wake_gen)
+                u->wake_armed = 0; /* the latest fired: none is pending */
             break;
         default:
             dispatch_op(loop, u, (struct rn__op *)(uintptr_t)ud, cqe);
@@ -279,33 +282,40 @@ static unsigned reap(struct rn__loop *loop, struct uring *u)
     return n;
 }
 
+/* The loop's earliest timed park is due at wake_at: an absolute timeout
+ * (IORING_OP_TIMEOUT) at that instant ends the wait then with its CQE, so a
+ * wait costs no clock read and no timeout argument. One stays armed across
+ * passes; a new one goes out only when a park earlier than it appears or
+ * it fired (a park that left early leaves it to fire early: the loop then
+ * finds nothing due and the next pass arms the next one). */
+static void wake_arm(struct rn__loop *loop, struct uring *u, int64_t wake_at)
+{
+    struct io_uring_sqe *sqe = ring_sqes(loop, u, 1);
+    if (!sqe)
+        return; /* a ring that refuses submissions fails the enter below */
+    u->wake_ts.tv_sec = wake_at / 1000000000;
+    u->wake_ts.tv_nsec = wake_at % 1000000000;
+    io_uring_prep_timeout(sqe, &u->wake_ts, 0, IORING_TIMEOUT_ABS);
+    io_uring_sqe_set_data64(sqe, ++u->wake_gen << 3 | UD_WAKE);
+    u->wake_armed = wake_at;
+}
+
 static int uring_run_once(struct rn__loop *loop, bool wait)
 {
     struct uring *u = loop->bk_state;
+    int64_t wake_at = rn__loop_wake_at(loop);
+    if (wake_at && (!u->wake_armed || wake_at < u->wake_armed))
+        wake_arm(loop, u, wake_at);
     /* One enter both submits what the tasks queued and waits. */
-    int r;
-    int64_t wake_at = wait ? rn__loop_wake_at(loop) : 0;
-    if (!wait) {
-        r = io_uring_submit_and_get_events(&u->ring);
-    } else if (!wake_at) {
-        r = io_uring_submit_and_wait(&u->ring, 1);
-    } else {
-        /* A timed park is due at wake_at: wait no longer (the timeout rides
-         * in the enter itself, IORING_FEAT_EXT_ARG, 5.11). */
-        int64_t d = wake_at - rn__now_ns();
-        if (d < 0)
-            d = 0;
-        struct __kernel_timespec ts = {.tv_sec = d / 1000000000, .tv_nsec = d % 1000000000};
-        struct io_uring_cqe *cqe;
-        r = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
-    }
+    int r = wait ? io_uring_submit_and_wait(&u->ring, 1) : io_uring_submit_and_get_events(&u->ring);
     loop->stats.enter_calls++;
     if (r > 0)
         loop->stats.ops_submitted += (uint64_t)r;
     /* -EINTR: a signal; -EBUSY/-EAGAIN: the CQ is backed up. Reaping is the
      * cure for both, and the loop calls us again. */
-    if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN && r != -ETIME)
-        return r; /* -ETIME: the wait reached wake_at (a timed park is due) */
+    if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN)
+        return r;
+    u->wake_due = false;
     for (;;) {
         reap(loop, u);
         /* Completions that did not fit the CQ wait in the kernel's overflow
@@ -315,7 +325,7 @@ static int uring_run_once(struct rn__loop *loop, bool wait)
         io_uring_get_events(&u->ring);
         loop->stats.enter_calls++;
     }
-    return 0;
+    return u->wake_due;
 }
 
 static size_t uring_buffered(struct rn__loop *loop, const struct rn__fd *f)

@@ -27,6 +27,7 @@
 #define UD_IGNORE       0ull /* linked timeouts and cancels: their op's CQE decides */
 #define UD_ACCEPT_MULTI 1ull /* | rn__fd*: the multishot accept of a listener */
 #define UD_RECV_MULTI   2ull /* | rn__fd*: the multishot recv of a connection */
+#define UD_WAKE         3ull /* | generation << 3: the timeout armed for the loop's timed parks */
 #define UD_TAG_MASK     7ull
 
 RN_STATIC_ASSERT(_Alignof(struct rn__op) >= 8, "op pointers carry tags in their low bits");
@@ -77,6 +78,12 @@ struct uring {
     struct pbuf lend; /* one-shot lent reads */
     struct pbuf sr;   /* stream reads */
     bool sr_off;      /* no multishot recv: refused by the kernel or RN_URING_RECV_MULTISHOT=0 */
+    /* The loop's timed parks: an absolute timeout no later than the
+     * earliest is in the kernel while there is one (ring.c, wake_arm). */
+    bool wake_due;                    /* a wake timeout's CQE came this pass */
+    int64_t wake_armed;               /* when the latest one armed fires; 0: none pending */
+    uint64_t wake_gen;                /* which one that is (its user_data) */
+    struct __kernel_timespec wake_ts; /* its instant, read by the kernel at submission */
     struct sr_buf sr_bufs[SR_ENTRIES];
 };
 
