@@ -1,6 +1,7 @@
 /* task.c - stackful tasks: their mmap'd stacks (guard page, the record at
  * the top), the cache of finished tasks' stacks, the first frame a new task
- * starts from, giving back the pages of a deep call (trim), and rn_spawn.
+ * starts from, giving back the pages of a deep call (trim), rn_spawn and
+ * rn_set_task_stack_size.
  * The switch itself is in task.h. */
 #include "task.h"
 
@@ -213,9 +214,8 @@ RN_EXPORT int rn_spawn(rn_task_fn fn, void *arg)
             fclose(mf);
         }
         return rn__err(-ENOMEM,
-                       "rn_spawn: cannot map a %zu-byte task stack (%s) with %zu tasks alive; each "
-                       "task takes two "
-                       "memory mappings and vm.max_map_count is %ld",
+                       "rn_spawn: cannot map a %zu-byte task stack (%s) with %zu tasks alive; "
+                       "each task takes two memory mappings and vm.max_map_count is %ld",
                        loop->stack_size, rn__errname(-err), loop->ntasks, maps);
     }
     t->fn = fn;
