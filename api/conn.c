@@ -49,7 +49,7 @@ int rn__conn_new(struct rn__loop *loop, int fd, bool accepted, rn_conn **out)
         return rn__err(-ENOMEM, "out of memory for a connection");
     }
     c->f.fd = fd;
-    c->f.accepted = accepted;
+    c->f.nonblock = accepted && loop->bk->accepts_nonblock;
     c->loop = loop;
     int rc = loop->bk->fd_open(loop, &c->f);
     if (rc < 0) {

@@ -160,7 +160,7 @@ static int lookup(struct rn__loop *loop, const char *host, int64_t deadline, str
     atomic_init(&j->refs, 2);
     atomic_init(&j->done, false);
 
-    struct rn__fd f = {.fd = j->rfd, .accepted = true};
+    struct rn__fd f = {.fd = j->rfd, .nonblock = true};
     int rc = loop->bk->fd_open(loop, &f);
     if (rc == 0)
         rc = pool_push(j);

@@ -1,5 +1,5 @@
 /* heap.h - the binary min-heap on int64 keys behind the loop's timed parks
- * and epoll's op deadlines. Intrusive: an element embeds a struct
+ * (every deadline kept in user space). Intrusive: an element embeds a struct
  * rn__heap_node and the heap holds pointers to those, so each user keeps its
  * own type (rn__heap_entry gets it back) and nothing is allocated per push. */
 #ifndef RN_HEAP_H

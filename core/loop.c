@@ -1,79 +1,18 @@
-/* loop.c - the per-thread loop and its stackful tasks: creation on first use,
- * backend choice, the run queue, park/wake, and the one place where results
- * of both backends are mapped to what callers see. */
-#include "rn.h"
+/* loop.c - the per-thread loop: creation on first use, backend choice,
+ * the run queue, park/wake and timed parks, waiting for an op, and the one
+ * place where results of both backends are mapped to what callers see. */
+#include "task.h"
 
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>) && __has_include(<valgrind/memcheck.h>)
-#include <valgrind/memcheck.h>
-#include <valgrind/valgrind.h>
-#define RN_HAVE_VALGRIND 1
-#endif
-#endif
-#ifndef RN_HAVE_VALGRIND
-#define VALGRIND_STACK_REGISTER(lo, hi)        0u
-#define VALGRIND_STACK_DEREGISTER(id)          ((void)(id))
-#define VALGRIND_MAKE_MEM_UNDEFINED(addr, len) ((void)(addr), (void)(len))
-#endif
-
-#if defined(__SANITIZE_ADDRESS__)
-#define RN_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RN_ASAN 1
-#endif
-#endif
-#ifdef RN_ASAN
-#include <sanitizer/common_interface_defs.h>
-#define ASAN_START(save, bottom, size)  __sanitizer_start_switch_fiber(save, bottom, size)
-#define ASAN_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber(save, bottom, size)
-#else
-/* sizeof: the arguments are not evaluated (one was a sysconf call per
- * switch, found by callgrind). */
-#define ASAN_START(save, bottom, size)                                                             \
-    ((void)sizeof(save), (void)sizeof(bottom), (void)sizeof(size))
-#define ASAN_FINISH(save, bottom, size)                                                            \
-    ((void)sizeof(save), (void)sizeof(bottom), (void)sizeof(size))
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-#define RN_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define RN_TSAN 1
-#endif
-#endif
-#ifdef RN_TSAN
-/* ThreadSanitizer must be told about each stack we switch to, or it takes
- * a task switch for a wild jump inside one thread. */
-void *__tsan_get_current_fiber(void);
-void *__tsan_create_fiber(unsigned flags);
-void __tsan_destroy_fiber(void *fiber);
-void __tsan_switch_to_fiber(void *fiber, unsigned flags);
-#define TSAN_SWITCH(fiber) __tsan_switch_to_fiber(fiber, 0)
-#else
-#define TSAN_SWITCH(fiber) ((void)(fiber))
-#endif
-
-#define RN_DEFAULT_STACK   (256u * 1024u)
-#define RN_MIN_STACK       (16u * 1024u)
-#define RN_STACK_CACHE_MAX 64
-
-void rn__ctx_entry(void);
-
 static __thread struct rn__loop *tl_loop;
 static __thread const char *tl_backend_choice; /* static string or NULL */
-static __thread size_t tl_stack_size;
-static __thread int tl_loop_err; /* why this thread's loop could not start */
+static __thread int tl_loop_err;               /* why this thread's loop could not start */
 static pthread_key_t loop_key;
 static pthread_once_t loop_key_once = PTHREAD_ONCE_INIT;
 
@@ -98,143 +37,7 @@ int64_t rn__deadline_after_ms(int64_t ms)
     return rn__now_ns() + ms * 1000000;
 }
 
-/* ---- tasks ----------------------------------------------------------------- */
-
-static size_t page_size(void)
-{
-    /* The same for every thread: relaxed atomics make the first-use race
-     * (two threads storing the same value) well defined. */
-    static size_t page;
-    size_t p = __atomic_load_n(&page, __ATOMIC_RELAXED);
-    if (!p) {
-        p = (size_t)sysconf(_SC_PAGESIZE);
-        __atomic_store_n(&page, p, __ATOMIC_RELAXED);
-    }
-    return p;
-}
-
-static void task_free_stack(struct rn__task *t)
-{
-#ifdef RN_TSAN
-    __tsan_destroy_fiber(t->tsan_fiber);
-#endif
-    VALGRIND_STACK_DEREGISTER(t->valgrind_id);
-    munmap(t->stack, t->stack_size + page_size());
-}
-
-static void task_release(struct rn__loop *loop, struct rn__task *t)
-{
-    if (t->all_prev)
-        t->all_prev->all_next = t->all_next;
-    else
-        loop->all = t->all_next;
-    if (t->all_next)
-        t->all_next->all_prev = t->all_prev;
-    if (loop->stack_cache_len < RN_STACK_CACHE_MAX && t->stack_size == loop->stack_size) {
-        t->all_next = loop->stack_cache;
-        loop->stack_cache = t;
-        loop->stack_cache_len++;
-        return;
-    }
-    task_free_stack(t);
-}
-
-/* The task record lives at the top of its own stack, so a spawn is one mmap
- * (or none, from the cache) and no malloc. */
-static struct rn__task *task_alloc(struct rn__loop *loop)
-{
-    struct rn__task *t = loop->stack_cache;
-    if (t) {
-        loop->stack_cache = t->all_next;
-        loop->stack_cache_len--;
-        void *stack = t->stack;
-        size_t size = t->stack_size;
-        unsigned vid = t->valgrind_id;
-        void *fiber = t->tsan_fiber;
-        memset(t, 0, sizeof *t);
-        t->stack = stack;
-        t->stack_size = size;
-        t->valgrind_id = vid;
-        t->tsan_fiber = fiber;
-        /* For memcheck the last task's dead frames (and a trimmed range) may
-         * still be "no access": this is a new task's fresh stack. A no-op
-         * outside Valgrind. */
-        (void)VALGRIND_MAKE_MEM_UNDEFINED((char *)stack + page_size(),
-                                          (size_t)((char *)t - ((char *)stack + page_size())));
-        return t;
-    }
-    size_t page = page_size();
-    size_t size = loop->stack_size;
-    void *base = mmap(NULL, size + page, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-    if (base == MAP_FAILED)
-        return NULL;
-    if (mprotect(base, page, PROT_NONE) != 0) { /* the guard page below the stack */
-        munmap(base, size + page);
-        return NULL;
-    }
-    char *lo = (char *)base + page;
-    t = (struct rn__task *)(lo + size - ((sizeof *t + 63) & ~(size_t)63));
-    memset(t, 0, sizeof *t);
-    t->stack = base;
-    t->stack_size = size;
-    t->valgrind_id = VALGRIND_STACK_REGISTER(lo, lo + size);
-#ifdef RN_TSAN
-    t->tsan_fiber = __tsan_create_fiber(0);
-#endif
-    return t;
-}
-
-static void task_main(struct rn__task *t);
-
-static void task_init_frame(struct rn__task *t)
-{
-    uintptr_t top = (uintptr_t)t & ~(uintptr_t)15; /* the record sits above the frames */
-    uint64_t *sp = (uint64_t *)top;
-    /* Matches rn__ctx_switch's pops: csr word, r15, r14, r13, r12, rbx, rbp, ret. */
-    *--sp = (uint64_t)(uintptr_t)rn__ctx_entry; /* at top-8: after ret, rsp = top (16-aligned) */
-    *--sp = 0;                                  /* rbp */
-    *--sp = 0;                                  /* rbx */
-    *--sp = (uint64_t)(uintptr_t)t;             /* r12: argument */
-    *--sp = (uint64_t)(uintptr_t)task_main;     /* r13: entry */
-    *--sp = 0;                                  /* r14 */
-    *--sp = 0;                                  /* r15 */
-    *--sp = 0x037F00001F80ull;                  /* mxcsr default | x87 control word default << 32 */
-    t->sp = sp;
-}
-
-static void switch_to_task(struct rn__loop *loop, struct rn__task *t)
-{
-    loop->current = t;
-    loop->stats.task_switches++;
-    ASAN_START(&loop->root.asan_fake, (char *)t->stack + page_size(), t->stack_size);
-    TSAN_SWITCH(t->tsan_fiber);
-    rn__ctx_switch(&loop->root.sp, t->sp);
-    ASAN_FINISH(loop->root.asan_fake, NULL, NULL);
-    loop->current = &loop->root;
-    if (t->dead)
-        task_release(loop, t);
-}
-
-static void switch_to_scheduler(struct rn__loop *loop, struct rn__task *t)
-{
-    /* A dying task passes NULL so ASan frees its fake stack. */
-    ASAN_START(t->dead ? NULL : &t->asan_fake, loop->asan_main_bottom, loop->asan_main_size);
-    TSAN_SWITCH(loop->root.tsan_fiber);
-    rn__ctx_switch(&t->sp, loop->root.sp);
-    ASAN_FINISH(t->asan_fake, &loop->asan_main_bottom, &loop->asan_main_size);
-}
-
-static void task_main(struct rn__task *t)
-{
-    struct rn__loop *loop = tl_loop;
-    ASAN_FINISH(NULL, &loop->asan_main_bottom, &loop->asan_main_size);
-    t->fn(t->arg);
-    t->dead = true;
-    loop->ntasks--;
-    switch_to_scheduler(loop, t);
-    abort(); /* a dead task is never resumed */
-}
+/* ---- the run queue ------------------------------------------------------------- */
 
 void rn__task_wake(struct rn__loop *loop, struct rn__task *t)
 {
@@ -265,7 +68,7 @@ static void run_ready(struct rn__loop *loop)
         struct rn__task *next = t->next_ready;
         t->queued = false;
         t->parked = false;
-        switch_to_task(loop, t);
+        rn__task_switch_in(loop, t);
         t = next;
     }
 }
@@ -303,7 +106,8 @@ int rn__task_park_until(struct rn__loop *loop, int64_t deadline)
     return t->timed_out ? -ETIMEDOUT : 0;
 }
 
-static void backend_pass(struct rn__loop *loop, bool wait)
+/* One run_once; whether timed parks may be due. */
+static bool backend_pass(struct rn__loop *loop, bool wait)
 {
     int r = loop->bk->run_once(loop, wait);
     if (r < 0) {
@@ -311,6 +115,7 @@ static void backend_pass(struct rn__loop *loop, bool wait)
         fprintf(stderr, "ringnet: %s backend failed: %s\n", loop->bk->name, rn_strerror(r));
         abort();
     }
+    return r > 0;
 }
 
 /* Drive the loop on the thread's own stack until *flag is true (flag NULL:
@@ -329,8 +134,7 @@ static int loop_run(struct rn__loop *loop, const bool *flag)
             rc = -EDEADLK;
             break;
         }
-        backend_pass(loop, wait);
-        if (loop->timers.len)
+        if (backend_pass(loop, wait) && loop->timers.len)
             fire_timers(loop);
     }
     loop->running--;
@@ -350,56 +154,31 @@ void rn__task_park(struct rn__loop *loop)
             abort();
         }
     } else {
-        switch_to_scheduler(loop, t);
+        rn__task_switch_out(loop, t);
     }
     t->parked = false;
-}
-
-__attribute__((noinline)) void rn__task_trim_stack(struct rn__loop *loop)
-{
-    struct rn__task *t = loop->current;
-    if (t == &loop->root || !t->stack)
-        return;
-    size_t page = page_size();
-    uintptr_t lo = (uintptr_t)t->stack + page; /* above the guard page */
-    /* At least 1 KiB below this frame stays: madvise's own frame goes there. */
-    uintptr_t end = ((uintptr_t)__builtin_frame_address(0) - 1024) & ~(uintptr_t)(page - 1);
-    if (end > lo) {
-        (void)madvise((void *)lo, end - lo, MADV_DONTNEED);
-        /* Memcheck takes MADV_DONTNEED for "no longer mapped": it is still
-         * this stack, to be written by the next frames (or the next task
-         * that gets it from the cache). */
-        (void)VALGRIND_MAKE_MEM_UNDEFINED((void *)lo, end - lo);
-    }
 }
 
 /* ---- operations --------------------------------------------------------------- */
 
 int rn__op_wait(struct rn__loop *loop, struct rn__op *op)
 {
+    struct rn__fd *f = op->f;
+    if (f->closing)
+        return RN_ECLOSED;
     op->done = false;
+    op->loop_timed = false;
     op->task = loop->current;
     op->next = NULL;
-    op->timer.idx = RN__HEAP_NONE;
-    if (op->f) {
-        if (op->f->closing)
-            return RN_ECLOSED;
-        op->f->inflight++;
-    }
-    if (op->deadline) {
-        op->ts.tv_sec = op->deadline / 1000000000;
-        op->ts.tv_nsec = op->deadline % 1000000000;
-    }
-    loop->inflight++;
-    op->loop_timed = false;
+    rn__fd_hold(loop, f);
     loop->bk->submit(loop, op);
     while (!op->done) {
         if (!op->loop_timed) {
             rn__task_park(loop);
             continue;
         }
-        /* Held by the backend outside the kernel (a read waiting on a
-         * connection's queue of received buffers): the deadline is ours. */
+        /* Parked by the backend in user space (on a queue of received
+         * buffers, on an epoll edge): the deadline is the loop's. */
         int r = rn__task_park_until(loop, op->deadline);
         if (r < 0 && !op->done && op->loop_timed)
             loop->bk->expire(loop, op, r);
@@ -407,37 +186,25 @@ int rn__op_wait(struct rn__loop *loop, struct rn__op *op)
     return op->res;
 }
 
-void rn__fd_drop(struct rn__loop *loop, struct rn__fd *f)
-{
-    f->inflight--;
-    if (f->inflight == 0 && f->drain_waiter)
-        rn__task_wake(loop, f->drain_waiter);
-}
-
 void rn__op_complete(struct rn__loop *loop, struct rn__op *op, int res)
 {
     struct rn__fd *f = op->f;
-    if (f) {
-        if (f->closing) {
-            if (op->kind == RN__OP_ACCEPT && res >= 0)
-                close(res); /* accepted as the listener closed: nobody will take it */
-            res = RN_ECLOSED;
-        } else if (op->deadline && (res == -ECANCELED || res == -ETIME || res == -EINTR)) {
-            /* Only close and the deadline cancel an op; close is handled above. */
-            res = -ETIMEDOUT;
-        } else if (op->kind == RN__OP_RECV && res >= 0) {
-            /* A short read emptied the socket: the next recv will most likely
-             * have to wait, and a backend can skip trying it first. */
-            f->rd_drained =
-                res > 0 && (size_t)res < op->len; /* not at EOF: nothing more will come */
-        }
-        rn__fd_drop(loop, f);
-    } else if (op->kind == RN__OP_SLEEP && res == -ETIME) {
-        res = 0;
+    if (f->closing) {
+        if (op->kind == RN__OP_ACCEPT && res >= 0)
+            close(res); /* accepted as the listener closed: nobody will take it */
+        res = RN_ECLOSED;
+    } else if (op->deadline && (res == -ECANCELED || res == -EINTR)) {
+        /* Only close and a linked timeout cancel an op; close is handled above. */
+        res = -ETIMEDOUT;
+    } else if (op->kind == RN__OP_RECV && res >= 0) {
+        /* A short read emptied the socket: the next recv will most likely
+         * have to wait, and a backend can skip trying it first. Not at EOF:
+         * nothing more will come. */
+        f->rd_drained = res > 0 && (size_t)res < op->len;
     }
+    rn__fd_drop(loop, f);
     op->res = res;
     op->done = true;
-    loop->inflight--;
     loop->stats.completions++;
     rn__task_wake(loop, op->task);
 }
@@ -506,17 +273,7 @@ static void loop_destroy(struct rn__loop *loop)
         memcpy(&loop->lend_cache, b, sizeof(void *));
         free(b);
     }
-    /* Tasks still parked when their thread ends can never run again. */
-    while (loop->all) {
-        struct rn__task *t = loop->all;
-        loop->all = t->all_next;
-        task_free_stack(t);
-    }
-    while (loop->stack_cache) {
-        struct rn__task *t = loop->stack_cache;
-        loop->stack_cache = t->all_next;
-        task_free_stack(t);
-    }
+    rn__tasks_free(loop);
     free(loop);
 }
 
@@ -623,10 +380,8 @@ struct rn__loop *rn__loop_get(void)
         return NULL;
     }
     loop->current = &loop->root;
-#ifdef RN_TSAN
-    loop->root.tsan_fiber = __tsan_get_current_fiber();
-#endif
-    loop->stack_size = tl_stack_size ? tl_stack_size : RN_DEFAULT_STACK;
+    rn__task_root_init(loop);
+    loop->stack_size = rn__task_default_stack();
     int rc = loop_pick_backend(loop);
     if (rc < 0) {
         free(loop);
@@ -638,46 +393,7 @@ struct rn__loop *rn__loop_get(void)
     return loop;
 }
 
-/* ---- public task calls ------------------------------------------------------------ */
-
-RN_EXPORT int rn_spawn(rn_task_fn fn, void *arg)
-{
-    if (!fn)
-        return rn__err(-EINVAL, "rn_spawn: the task function is NULL");
-    struct rn__loop *loop = rn__loop_get();
-    if (!loop)
-        return rn__loop_error();
-    struct rn__task *t = task_alloc(loop);
-    if (!t) {
-        /* Each stack is two mappings (the guard page splits it): past about
-         * half of vm.max_map_count tasks, mmap or mprotect fails. */
-        int err = errno;
-        long maps = -1;
-        FILE *mf = fopen("/proc/sys/vm/max_map_count", "r");
-        if (mf) {
-            if (fscanf(mf, "%ld", &maps) != 1)
-                maps = -1;
-            fclose(mf);
-        }
-        return rn__err(-ENOMEM,
-                       "rn_spawn: cannot map a %zu-byte task stack (%s) with %zu tasks alive; each "
-                       "task takes two "
-                       "memory mappings and vm.max_map_count is %ld",
-                       loop->stack_size, rn__errname(-err), loop->ntasks, maps);
-    }
-    t->fn = fn;
-    t->arg = arg;
-    task_init_frame(t);
-    t->all_next = loop->all;
-    if (loop->all)
-        loop->all->all_prev = t;
-    loop->all = t;
-    loop->ntasks++;
-    loop->stats.tasks_spawned++;
-    t->parked = true; /* a new task waits for its first turn like a parked one */
-    rn__task_wake(loop, t);
-    return 0;
-}
+/* ---- public calls ------------------------------------------------------------------ */
 
 RN_EXPORT int rn_run(rn_task_fn fn, void *arg)
 {
@@ -709,13 +425,13 @@ RN_EXPORT void rn_yield(void)
             return;
         loop->running++;
         run_ready(loop);
-        backend_pass(loop, false);
+        (void)backend_pass(loop, false);
         loop->running--;
         return;
     }
     t->parked = true;
     rn__task_wake(loop, t);
-    switch_to_scheduler(loop, t);
+    rn__task_switch_out(loop, t);
     t->parked = false;
 }
 
@@ -728,23 +444,13 @@ RN_EXPORT int rn_sleep(int64_t ms)
         rn_yield();
         return 0;
     }
-    struct rn__op op = {.kind = RN__OP_SLEEP, .deadline = rn__deadline_after_ms(ms)};
-    int rc = rn__op_wait(loop, &op);
-    return rc < 0 ? rn__err(rc, "rn_sleep: %s", rn_strerror(rc)) : 0;
-}
-
-RN_EXPORT int rn_set_task_stack_size(size_t bytes)
-{
-    size_t page = page_size();
-    if (bytes < RN_MIN_STACK || bytes > ((size_t)1 << 30))
-        return rn__err(-EINVAL, "rn_set_task_stack_size: %zu bytes is outside 16 KiB .. 1 GiB",
-                       bytes);
-    bytes = (bytes + page - 1) & ~(page - 1);
-    tl_stack_size = bytes;
-    struct rn__loop *loop = tl_loop;
-    if (loop)
-        loop->stack_size = bytes;
-    return 0;
+    /* Nothing wakes a sleeping task but its deadline; a wake from elsewhere
+     * would only park it again. */
+    int64_t deadline = rn__deadline_after_ms(ms);
+    int rc;
+    while ((rc = rn__task_park_until(loop, deadline)) == 0) {
+    }
+    return rc == -ETIMEDOUT ? 0 : rn__err(rc, "rn_sleep: %s", rn_strerror(rc));
 }
 
 RN_EXPORT const char *rn_backend_name(void)

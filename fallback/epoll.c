@@ -1,8 +1,10 @@
 /* epoll.c - the epoll backend, for kernels and sandboxes that refuse
  * io_uring: non-blocking sockets, the syscall tried first, the op parked on
- * EAGAIN until an edge-triggered event, deadlines from a timer heap feeding
- * epoll_pwait2. Results go through rn__op_complete exactly as io_uring's. */
-#include "rn.h"
+ * EAGAIN until an edge-triggered event. A parked op's deadline is the
+ * loop's timed park (expire takes it off its queue); epoll_pwait2 waits no
+ * longer than the nearest one. Results go through rn__op_complete exactly
+ * as io_uring's. */
+#include "backend.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -22,18 +24,8 @@
 
 struct ep {
     int epfd;
-    struct rn__heap heap; /* ops with a deadline, on their deadline */
     struct epoll_event evs[MAX_EVENTS];
 };
-
-/* ---- timer heap ------------------------------------------------------------- */
-
-static int heap_add(struct ep *e, struct rn__op *op)
-{
-    return rn__heap_push(&e->heap, &op->timer, op->deadline, 64);
-}
-
-/* ---- the contract ----------------------------------------------------------- */
 
 static int ep_init(struct rn__loop *loop, void **state, char *why, size_t whylen)
 {
@@ -58,7 +50,6 @@ static void ep_destroy(struct rn__loop *loop, void *state)
 {
     struct ep *e = state;
     close(e->epfd);
-    rn__heap_free(&e->heap);
     free(e);
     (void)loop;
 }
@@ -66,23 +57,40 @@ static void ep_destroy(struct rn__loop *loop, void *state)
 static int ep_fd_open(struct rn__loop *loop, struct rn__fd *f)
 {
     struct ep *e = loop->bk_state;
-    if (!f->accepted && fcntl(f->fd, F_SETFL, O_NONBLOCK) < 0)
+    if (!f->nonblock && fcntl(f->fd, F_SETFL, O_NONBLOCK) < 0)
         return -errno;
+    f->nonblock = true;
     struct epoll_event ev = {.events = EP_EVENTS, .data.ptr = f};
     if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, f->fd, &ev) < 0)
         return -errno;
-    f->ep_registered = true;
+    f->bk.epoll.registered = true;
     return 0;
 }
 
 static void ep_fd_close(struct rn__loop *loop, struct rn__fd *f)
 {
     /* Explicitly, not by close(2): a descriptor handed on (a resolver's
-     * eventfd) may outlive this loop's interest in it. */
+     * pipe) may outlive this loop's interest in it. */
     struct ep *e = loop->bk_state;
-    if (f->ep_registered)
+    if (f->bk.epoll.registered)
         epoll_ctl(e->epfd, EPOLL_CTL_DEL, f->fd, NULL);
-    f->ep_registered = false;
+    f->bk.epoll.registered = false;
+}
+
+/* Writable again after connect(2) said EINPROGRESS: the connect's outcome,
+ * or -EAGAIN while the handshake is still going (a spurious edge). */
+static int connect_outcome(struct rn__fd *f)
+{
+    int err = 0;
+    socklen_t l = sizeof err;
+    if (getsockopt(f->fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
+        return -errno;
+    if (err == 0) {
+        struct pollfd p = {.fd = f->fd, .events = POLLOUT};
+        if (poll(&p, 1, 0) == 0)
+            return -EAGAIN;
+    }
+    return -err;
 }
 
 /* Try op's syscall once, non-blocking. Returns the result, -EAGAIN to park. */
@@ -107,8 +115,8 @@ static int try_op(struct rn__loop *loop, struct rn__op *op)
              * an edge from now on means there is more. Not once the peer's
              * end was seen: the end of stream is still to be read, and its
              * edge came already. */
-            if (r > 0 && (size_t)r < op->len && !op->f->ep_hup)
-                op->f->ep_rd_ready = false;
+            if (r > 0 && (size_t)r < op->len && !op->f->bk.epoll.hup)
+                op->f->bk.epoll.rd_ready = false;
             break;
         case RN__OP_SEND:
             r = send(fd, op->buf, op->len, MSG_NOSIGNAL);
@@ -117,24 +125,12 @@ static int try_op(struct rn__loop *loop, struct rn__op *op)
             r = accept4(fd, op->addr, op->addr ? &op->addrlen : NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
             break;
         case RN__OP_CONNECT:
-            if (op->len == 0) { /* first try: start the connect */
-                op->len = 1;
-                r = connect(fd, op->addr, op->addrlen);
-                if (r < 0 && errno == EINPROGRESS)
-                    return -EAGAIN;
-            } else { /* writable again: the connect has an outcome */
-                int err = 0;
-                socklen_t l = sizeof err;
-                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
-                    return -errno;
-                if (err == 0) {
-                    /* Spurious wake-up before the handshake ended? */
-                    struct pollfd p = {.fd = fd, .events = POLLOUT};
-                    if (poll(&p, 1, 0) == 0)
-                        return -EAGAIN;
-                }
-                return -err;
-            }
+            if (op->f->bk.epoll.connecting)
+                return connect_outcome(op->f);
+            op->f->bk.epoll.connecting = true; /* from now on, the outcome is asked for */
+            r = connect(fd, op->addr, op->addrlen);
+            if (r < 0 && errno == EINPROGRESS)
+                return -EAGAIN;
             break;
         case RN__OP_POLL: {
             struct pollfd p = {.fd = fd, .events = op->events};
@@ -178,26 +174,12 @@ static void list_remove(struct rn__op **head, struct rn__op *op)
         *head = op->next;
 }
 
-static void finish(struct rn__loop *loop, struct rn__op *op, int res)
-{
-    struct ep *e = loop->bk_state;
-    if (rn__heap_queued(&op->timer))
-        rn__heap_remove(&e->heap, &op->timer);
-    rn__op_complete(loop, op, res);
-}
-
 static void ep_submit(struct rn__loop *loop, struct rn__op *op)
 {
-    struct ep *e = loop->bk_state;
-    if (op->kind == RN__OP_SLEEP) {
-        if (heap_add(e, op) < 0)
-            rn__op_complete(loop, op, -ENOMEM);
-        return;
-    }
     /* A recv on a socket its last recv emptied, with no edge since, would
      * only see EAGAIN: park it straight away and save the syscall. */
     int r = -EAGAIN;
-    if (!(op->kind == RN__OP_RECV && op->f->rd_drained && !op->f->ep_rd_ready)) {
+    if (!(op->kind == RN__OP_RECV && op->f->rd_drained && !op->f->bk.epoll.rd_ready)) {
         loop->stats.ops_submitted++;
         r = try_op(loop, op);
         if (r != -EAGAIN) {
@@ -205,29 +187,33 @@ static void ep_submit(struct rn__loop *loop, struct rn__op *op)
             return;
         }
     }
-    if (op_wants_read(op))
-        op->f->ep_rd_ready = false;
-    if (op->deadline && rn__now_ns() >= op->deadline) {
-        rn__op_complete(loop, op, -ETIMEDOUT);
-        return;
-    }
-    if (op->deadline && heap_add(e, op) < 0) {
-        rn__op_complete(loop, op, -ENOMEM);
-        return;
-    }
-    list_append(op_wants_read(op) ? &op->f->ep_rd : &op->f->ep_wr, op);
+    bool rd = op_wants_read(op);
+    if (rd)
+        op->f->bk.epoll.rd_ready = false;
+    list_append(rd ? &op->f->bk.epoll.rd : &op->f->bk.epoll.wr, op);
+    op->loop_timed = op->deadline != 0;
+}
+
+/* A parked op's deadline came (or its timed park failed): off its queue. */
+static void ep_expire(struct rn__loop *loop, struct rn__op *op, int res)
+{
+    struct rn__epoll_fd *ef = &op->f->bk.epoll;
+    list_remove(op_wants_read(op) ? &ef->rd : &ef->wr, op);
+    op->loop_timed = false;
+    rn__op_complete(loop, op, res);
 }
 
 static void ep_cancel_fd(struct rn__loop *loop, struct rn__fd *f)
 {
+    struct rn__epoll_fd *ef = &f->bk.epoll;
     struct rn__op *op;
-    while ((op = f->ep_rd) != NULL) {
-        f->ep_rd = op->next;
-        finish(loop, op, -ECANCELED);
+    while ((op = ef->rd) != NULL) {
+        ef->rd = op->next;
+        rn__op_complete(loop, op, -ECANCELED);
     }
-    while ((op = f->ep_wr) != NULL) {
-        f->ep_wr = op->next;
-        finish(loop, op, -ECANCELED);
+    while ((op = ef->wr) != NULL) {
+        ef->wr = op->next;
+        rn__op_complete(loop, op, -ECANCELED);
     }
 }
 
@@ -241,30 +227,11 @@ static void retry_list(struct rn__loop *loop, struct rn__op **head)
         int r = try_op(loop, op);
         if (r == -EAGAIN) {
             if (op_wants_read(op))
-                op->f->ep_rd_ready = false;
+                op->f->bk.epoll.rd_ready = false;
             return;
         }
         *head = op->next;
-        finish(loop, op, r);
-    }
-}
-
-static void expire_timers(struct rn__loop *loop, struct ep *e)
-{
-    if (e->heap.len == 0)
-        return;
-    int64_t now = rn__now_ns();
-    struct rn__heap_node *n;
-    while ((n = rn__heap_min(&e->heap)) && n->key <= now) {
-        struct rn__op *op = rn__heap_entry(n, struct rn__op, timer);
-        rn__heap_remove(&e->heap, n);
-        if (op->kind == RN__OP_SLEEP) {
-            rn__op_complete(loop, op, 0);
-            continue;
-        }
-        list_remove(op_wants_read(op) ? &op->f->ep_rd : &op->f->ep_wr, op);
-        /* -ETIME maps to -ETIMEDOUT, as io_uring's cancelled-by-timeout. */
-        rn__op_complete(loop, op, -ETIME);
+        rn__op_complete(loop, op, r);
     }
 }
 
@@ -273,12 +240,8 @@ static int ep_run_once(struct rn__loop *loop, bool wait)
     struct ep *e = loop->bk_state;
     struct timespec ts = {0, 0}, *tsp = &ts;
     if (wait) {
-        /* The nearest of the ops' deadlines and the loop's timed parks. */
-        const struct rn__heap_node *top = rn__heap_min(&e->heap);
-        int64_t until = top ? top->key : 0;
-        int64_t wake_at = rn__loop_wake_at(loop);
-        if (wake_at && (!until || wake_at < until))
-            until = wake_at;
+        /* No longer than the nearest timed park (parked ops' deadlines). */
+        int64_t until = rn__loop_wake_at(loop);
         if (!until) {
             tsp = NULL;
         } else {
@@ -316,20 +279,20 @@ static int ep_run_once(struct rn__loop *loop, bool wait)
         uint32_t ev = e->evs[i].events;
         /* Errors and hang-ups wake both directions: the syscall reports them. */
         if (ev & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))
-            f->ep_hup = true;
+            f->bk.epoll.hup = true;
         if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
-            f->ep_rd_ready = true;
-            retry_list(loop, &f->ep_rd);
+            f->bk.epoll.rd_ready = true;
+            retry_list(loop, &f->bk.epoll.rd);
         }
         if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-            retry_list(loop, &f->ep_wr);
+            retry_list(loop, &f->bk.epoll.wr);
     }
-    expire_timers(loop, e);
-    return 0;
+    return 1; /* the wait may have ended at the nearest timed park */
 }
 
 const struct rn__backend rn__backend_epoll = {
     .name = "epoll",
+    .accepts_nonblock = true,
     .init = ep_init,
     .destroy = ep_destroy,
     .fd_open = ep_fd_open,
@@ -337,4 +300,5 @@ const struct rn__backend rn__backend_epoll = {
     .submit = ep_submit,
     .cancel_fd = ep_cancel_fd,
     .run_once = ep_run_once,
+    .expire = ep_expire,
 };
