@@ -152,8 +152,8 @@ TEST_P(CloseTest, ClosingTwoHundredConnectionsWithReadsPendingLeaksNoDescriptor)
             /* The peer's read may see the end of stream before its own close. */
             if (cli_rc != RN_ECLOSED || (acc_rc != RN_ECLOSED && acc_rc != 0)) {
                 if (bad++ == 0)
-                    first_bad = "round " + std::to_string(i) + ": cli read " + std::to_string(cli_rc) +
-                                ", acc read " + std::to_string(acc_rc);
+                    first_bad = "round " + std::to_string(i) + ": cli read " + std::to_string(cli_rc) + ", acc read " +
+                                std::to_string(acc_rc);
             }
         }
         EXPECT_EQ(0, bad) << first_bad;

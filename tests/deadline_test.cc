@@ -316,8 +316,7 @@ TEST_P(DeadlineTest, WriteAllNAfterATimeoutReportsThePrefixSentSoTheWriterCanRes
         });
         rn_conn_set_write_deadline(p.cli, 0);
         size_t rest = 0;
-        EXPECT_EQ(0, rn_conn_write_all_n(p.cli, data.data() + written, total - written, &rest))
-            << rn_last_error();
+        EXPECT_EQ(0, rn_conn_write_all_n(p.cli, data.data() + written, total - written, &rest)) << rn_last_error();
         EXPECT_EQ(total - written, rest);
         EXPECT_EQ(0, rn_conn_shutdown_write(p.cli));
         EXPECT_TRUE(WaitUntil([&] { return rdone; }, 10000));

@@ -147,19 +147,19 @@ bool HaveIpv6Loopback(std::string *why) {
 ::testing::AssertionResult MakePair(Pair *p, const char *host) {
     int rc = rn_tcp_listen(&p->srv, host, 0);
     if (rc != 0)
-        return ::testing::AssertionFailure() << "rn_tcp_listen(" << host << ", 0) = " << rc << " ("
-                                             << rn_strerror(rc) << "): " << rn_last_error();
+        return ::testing::AssertionFailure()
+               << "rn_tcp_listen(" << host << ", 0) = " << rc << " (" << rn_strerror(rc) << "): " << rn_last_error();
     p->port = PortOf(rn_server_addr(p->srv));
     if (p->port <= 0)
         return ::testing::AssertionFailure() << "no port in rn_server_addr: " << rn_server_addr(p->srv);
     rc = rn_tcp_connect(&p->cli, host, p->port);
     if (rc != 0)
-        return ::testing::AssertionFailure() << "rn_tcp_connect(" << host << ", " << p->port << ") = " << rc
-                                             << " (" << rn_strerror(rc) << "): " << rn_last_error();
+        return ::testing::AssertionFailure() << "rn_tcp_connect(" << host << ", " << p->port << ") = " << rc << " ("
+                                             << rn_strerror(rc) << "): " << rn_last_error();
     rc = rn_server_accept(p->srv, &p->acc);
     if (rc != 0)
-        return ::testing::AssertionFailure() << "rn_server_accept = " << rc << " (" << rn_strerror(rc)
-                                             << "): " << rn_last_error();
+        return ::testing::AssertionFailure()
+               << "rn_server_accept = " << rc << " (" << rn_strerror(rc) << "): " << rn_last_error();
     return ::testing::AssertionSuccess();
 }
 
@@ -210,14 +210,11 @@ namespace {
 /* What a test thread asks for: its backend, or "auto" when RNT_AUTO_BACKEND
  * is set (the seccomp test runs part of the suite that way, to check that
  * auto lands on the backend each test names). */
-const char *BackendToAsk(const char *backend) {
-    return getenv("RNT_AUTO_BACKEND") ? "auto" : backend;
-}
+const char *BackendToAsk(const char *backend) { return getenv("RNT_AUTO_BACKEND") ? "auto" : backend; }
 
 void RunOnBackend(const char *backend, const Fn &body) {
     int rc = rn_set_backend(BackendToAsk(backend));
-    ASSERT_EQ(0, rc) << "rn_set_backend(\"" << backend << "\"): " << rn_strerror(rc) << ": "
-                     << rn_last_error();
+    ASSERT_EQ(0, rc) << "rn_set_backend(\"" << backend << "\"): " << rn_strerror(rc) << ": " << rn_last_error();
     const char *name = rn_backend_name();
     ASSERT_NE(nullptr, name) << "the loop did not start: " << rn_last_error();
     ASSERT_STREQ(backend, name) << "reason: " << rn_backend_reason();
@@ -242,8 +239,8 @@ bool BackendUsable(const std::string &backend, std::string *why) {
         std::thread([&] {
             int rc = rn_set_backend(BackendToAsk(backend.c_str()));
             if (rc != 0) {
-                reason = "rn_set_backend(\"" + backend + "\") = " + std::to_string(rc) + " (" +
-                         rn_strerror(rc) + "): " + rn_last_error();
+                reason = "rn_set_backend(\"" + backend + "\") = " + std::to_string(rc) + " (" + rn_strerror(rc) +
+                         "): " + rn_last_error();
                 return;
             }
             const char *name = rn_backend_name();

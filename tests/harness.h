@@ -88,7 +88,7 @@ bool BackendUsable(const std::string &backend, std::string *why);
 /* Base of every I/O suite: parameterised by backend name. SetUp skips (with
  * the reason) when the backend cannot run here. */
 class BackendTest : public ::testing::TestWithParam<const char *> {
-protected:
+  protected:
     void SetUp() override;
     const char *backend() const { return GetParam(); }
     /* Run body on a fresh thread whose loop runs this test's backend, and
@@ -100,16 +100,13 @@ protected:
 };
 
 struct BackendParamName {
-    std::string operator()(const ::testing::TestParamInfo<const char *> &info) const {
-        return info.param;
-    }
+    std::string operator()(const ::testing::TestParamInfo<const char *> &info) const { return info.param; }
 };
 
 } // namespace rnt
 
 /* Every I/O suite runs once per backend: .../io_uring and .../epoll. */
-#define RNT_INSTANTIATE_BACKENDS(Suite)                                                            \
-    INSTANTIATE_TEST_SUITE_P(Backends, Suite, ::testing::Values("io_uring", "epoll"),              \
-                             ::rnt::BackendParamName())
+#define RNT_INSTANTIATE_BACKENDS(Suite)                                                                                \
+    INSTANTIATE_TEST_SUITE_P(Backends, Suite, ::testing::Values("io_uring", "epoll"), ::rnt::BackendParamName())
 
 #endif /* RINGNET_TESTS_HARNESS_H */

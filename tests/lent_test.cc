@@ -172,8 +172,8 @@ TEST_P(LentTest, NullArgumentsAreRefusedWithEinval) {
         ASSERT_TRUE(MakePair(&p));
         EXPECT_EQ(-EINVAL, rn_conn_read_lent(p.acc, nullptr));
         EXPECT_NE(nullptr, strstr(rn_last_error(), "data is NULL")) << rn_last_error();
-        rn_conn_release_lent(nullptr);   /* harmless */
-        rn_conn_release_lent(p.acc);     /* nothing lent: harmless */
+        rn_conn_release_lent(nullptr); /* harmless */
+        rn_conn_release_lent(p.acc);   /* nothing lent: harmless */
         ClosePair(&p);
     });
 }

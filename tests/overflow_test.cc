@@ -14,7 +14,7 @@ using namespace rnt;
 namespace {
 
 class OverflowTest : public BackendTest {
-protected:
+  protected:
     /* The variable is read when a loop starts, i.e. inside OnLoop. */
     void SetUp() override {
         BackendTest::SetUp();

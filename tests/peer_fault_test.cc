@@ -31,9 +31,7 @@ RNT_INSTANTIATE_BACKENDS(PeerFaultTest);
 
 constexpr int64_t kPromptMs = 300;
 
-std::string Err(int rc) {
-    return std::to_string(rc) + " (" + rn_strerror(rc) + "): " + rn_last_error();
-}
+std::string Err(int rc) { return std::to_string(rc) + " (" + rn_strerror(rc) + "): " + rn_last_error(); }
 
 /* close(2) with SO_LINGER 0: the kernel sends RST instead of FIN. */
 void ResetClose(int fd) {
@@ -449,8 +447,8 @@ TEST_P(PeerFaultTest, ServerEndingMidHandshakeFailsTlsConnectWithEtlsOrEconnrese
             {"reads the ClientHello and closes", true, false, "", RN_ETLS},
             {"reads the ClientHello and resets", true, true, "", -ECONNRESET},
             {"closes with the ClientHello unread (the kernel resets)", false, false, "", -ECONNRESET},
-            {"answers half a ServerHello record and closes", true, false, std::string("\x16\x03\x03\x00\x7a\x02\x00", 7),
-             RN_ETLS},
+            {"answers half a ServerHello record and closes", true, false,
+             std::string("\x16\x03\x03\x00\x7a\x02\x00", 7), RN_ETLS},
         };
         for (const Case &k : cases) {
             int served = -1;

@@ -31,9 +31,7 @@ RNT_INSTANTIATE_BACKENDS(RaceTest);
 /* How long a call may take to return once the close that ends it ran. */
 constexpr int64_t kPromptMs = 200;
 
-std::string Err(int rc) {
-    return std::to_string(rc) + " (" + rn_strerror(rc) + "): " + rn_last_error();
-}
+std::string Err(int rc) { return std::to_string(rc) + " (" + rn_strerror(rc) + "): " + rn_last_error(); }
 
 /* "RN_ECLOSED x120, -ETIMEDOUT x80": what the rounds ended with. */
 std::string Tally(const std::map<int, int> &seen) {
@@ -536,8 +534,8 @@ TEST_P(RaceTest, ServerEndClosedAtAnyPointOfARingnetHandshake150TimesEndsBothSid
             cli_seen[crc]++;
             /* The server: finished before the close, or ended by it. The
              * client: connected, or saw the server go mid-handshake. */
-            bool ok = (src == 0 || src == RN_ECLOSED) &&
-                      (crc == 0 || crc == RN_ETLS || crc == -ECONNRESET || crc == -EPIPE);
+            bool ok =
+                (src == 0 || src == RN_ECLOSED) && (crc == 0 || crc == RN_ETLS || crc == -ECONNRESET || crc == -EPIPE);
             if (!ok && first_bad.empty())
                 first_bad = "round " + std::to_string(i) + ": server " + std::to_string(src) + ", client " +
                             std::to_string(crc);

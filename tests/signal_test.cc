@@ -21,7 +21,7 @@ std::atomic<long> g_alarms{0};
 void OnAlarm(int) { g_alarms.fetch_add(1, std::memory_order_relaxed); }
 
 class SignalTest : public BackendTest {
-protected:
+  protected:
     void SetUp() override {
         BackendTest::SetUp();
         struct sigaction sa;
@@ -35,7 +35,7 @@ protected:
 
 /* A timer aimed at the calling thread (the loop's), firing every 200 us. */
 class ThreadTimer {
-public:
+  public:
     ThreadTimer() {
         struct sigevent sev;
         memset(&sev, 0, sizeof sev);
@@ -53,7 +53,7 @@ public:
     }
     bool ok() const { return ok_; }
 
-private:
+  private:
     timer_t t_{};
     bool ok_ = false;
 };

@@ -22,8 +22,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cinttypes>
 #include <cerrno>
+#include <cinttypes>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -37,9 +37,7 @@ namespace {
 class StreamReadTest : public BackendTest {};
 RNT_INSTANTIATE_BACKENDS(StreamReadTest);
 
-std::string Err(int64_t rc) {
-    return std::to_string(rc) + " (" + rn_strerror((int)rc) + "): " + rn_last_error();
-}
+std::string Err(int64_t rc) { return std::to_string(rc) + " (" + rn_strerror((int)rc) + "): " + rn_last_error(); }
 
 /* A small deterministic generator (xorshift64*): every run sees the same
  * sizes and the same mix of calls. */
@@ -204,8 +202,8 @@ enum class ReadKind { kMixed, kPlain, kLent };
         if (r > RN_LENT_MAX || d == nullptr)
             return ::testing::AssertionFailure() << "read_lent returned " << r << " bytes at " << d;
         if (*off + (uint64_t)r > end)
-            return ::testing::AssertionFailure() << "read_lent went " << *off + (uint64_t)r - end
-                                                 << " bytes past what was sent";
+            return ::testing::AssertionFailure()
+                   << "read_lent went " << *off + (uint64_t)r - end << " bytes past what was sent";
         int64_t at = FirstPatternMismatch(d, (size_t)r, *off, seed);
         if (at >= 0)
             return ::testing::AssertionFailure() << "wrong lent byte at offset " << *off + (uint64_t)at;
@@ -572,8 +570,8 @@ TEST_P(StreamReadTest, ManyConnectionsReadLentAtOnceEachHoldingItsBufferWhileThe
                             rn_sleep(1);
                         }
                         if (FirstPatternMismatch(d, (size_t)n, off, seed) != -1) {
-                            errs[(size_t)i] = "lent bytes at " + std::to_string(off) +
-                                              " changed while held (before the next read)";
+                            errs[(size_t)i] =
+                                "lent bytes at " + std::to_string(off) + " changed while held (before the next read)";
                             break;
                         }
                         off += (uint64_t)n;
@@ -1131,8 +1129,8 @@ struct FakeStarttls {
     rn_server *srv = nullptr;
     int port = 0;
     bool done = false;
-    int tls_rc = 1;     /* the server's rn_conn_accept_tls, when it runs one */
-    std::string after;  /* what the server read over TLS */
+    int tls_rc = 1;    /* the server's rn_conn_accept_tls, when it runs one */
+    std::string after; /* what the server read over TLS */
 };
 
 /* A plaintext line protocol: "PING <n>\r\n" is answered "PONG <n>\r\n";

@@ -67,8 +67,7 @@ TEST_P(TasksTest, SpawnedTasksRunInSpawnOrderAndInterleaveAtEachYield) {
         rn_yield();
         order.push_back("main1");
         EXPECT_TRUE(WaitUntil([&] { return order.size() == 8; }, 2000));
-        EXPECT_EQ((std::vector<std::string>{"main0", "A0", "B0", "main1", "A1", "B1", "A2", "B2"}),
-                  order);
+        EXPECT_EQ((std::vector<std::string>{"main0", "A0", "B0", "main1", "A1", "B1", "A2", "B2"}), order);
     });
 }
 
@@ -170,8 +169,7 @@ TEST_P(TasksTest, EachThreadHasItsOwnLoopAndBothServeAtOnce) {
     /* Each thread serves one echo client, and is itself the client of the
      * other thread's server: a client task waits on the other loop while its
      * own server task answers the other thread. */
-    auto side = [b](std::promise<int> *mine, std::shared_future<int> theirs, const std::string &msg,
-                    std::string *got) {
+    auto side = [b](std::promise<int> *mine, std::shared_future<int> theirs, const std::string &msg, std::string *got) {
         return LoopThread(b, [=] {
             int rc = RunTask([=] {
                 rn_server *s = nullptr;

@@ -6,8 +6,8 @@
 #include <sys/resource.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -160,8 +160,7 @@ TEST_P(TcpTest, FullDuplexOneMiBEchoWithOneTaskWritingAndAnotherReadingOneConnec
         });
         EXPECT_TRUE(WaitUntil([&] { return wdone && rdone; }, 10000)) << "got " << got << " of " << total;
         EXPECT_EQ(0, wrc) << rn_strerror(wrc);
-        EXPECT_EQ(1, read_end) << "the reader stopped early: " << read_end << " "
-                               << rn_strerror((int)read_end);
+        EXPECT_EQ(1, read_end) << "the reader stopped early: " << read_end << " " << rn_strerror((int)read_end);
         EXPECT_EQ(total, got);
         EXPECT_EQ(-1, mismatch) << "first wrong byte at offset " << mismatch;
         EXPECT_EQ(0, rn_conn_close(c));

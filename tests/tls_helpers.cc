@@ -295,8 +295,7 @@ int FreePort() {
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof a;
     int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
         port = ntohs(a.sin_port);
     if (fd >= 0)
         close(fd);
@@ -308,8 +307,9 @@ int StartSServer(Proc *p, const std::string &cert, const std::string &key, const
     int port = FreePort();
     /* stdbuf: s_server prints some replies (SSL_do_handshake -> 1) with
      * printf, which a file would buffer until exit. */
-    std::vector<std::string> argv = {"stdbuf", "-oL", "openssl", "s_server", "-accept", "127.0.0.1:" + std::to_string(port),
-                                     "-cert", cert, "-key", key};
+    std::vector<std::string> argv = {
+        "stdbuf", "-oL", "openssl", "s_server", "-accept", "127.0.0.1:" + std::to_string(port),
+        "-cert",  cert,  "-key",    key};
     argv.insert(argv.end(), extra.begin(), extra.end());
     if (!p->Start(argv, why))
         return -1;

@@ -21,9 +21,7 @@ namespace {
 class TlsTest : public BackendTest {};
 RNT_INSTANTIATE_BACKENDS(TlsTest);
 
-std::string Err(int rc) {
-    return std::to_string(rc) + " (" + rn_strerror(rc) + "): " + rn_last_error();
-}
+std::string Err(int rc) { return std::to_string(rc) + " (" + rn_strerror(rc) + "): " + rn_last_error(); }
 
 rn_tls_config *ClientCfg(const std::string &ca) {
     rn_tls_config *cfg = rn_tls_client_config();
@@ -172,8 +170,7 @@ TEST_P(TlsTest, ClientTalksToOpensslServerOverTls12WithX25519) {
         EXPECT_NE(std::string::npos, page.find("TLSv1.2")) << page;
         EXPECT_NE(std::string::npos, page.find("ECDHE-ECDSA-CHACHA20-POLY1305")) << page;
         /* Our supported_groups, in our order of preference. */
-        EXPECT_NE(std::string::npos, (page + s.Output()).find("Supported groups: x25519:secp256r1:secp384r1"))
-            << page;
+        EXPECT_NE(std::string::npos, (page + s.Output()).find("Supported groups: x25519:secp256r1:secp384r1")) << page;
         EXPECT_EQ(0, rn_conn_close(conn));
         rn_tls_config_free(cfg);
     });
@@ -464,9 +461,9 @@ TEST_P(TlsTest, RingnetServerServesOpensslClientAndAnswersItsKeyUpdate) {
         StartEchoServer(&e, scfg, 1);
         Proc cl;
         std::string why;
-        ASSERT_TRUE(cl.Start({"openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(e.port),
-                              "-servername", "localhost", "-verify_hostname", "localhost", "-CAfile", c->ca,
-                              "-verify_return_error", "-tls1_3"},
+        ASSERT_TRUE(cl.Start({"openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(e.port), "-servername",
+                              "localhost", "-verify_hostname", "localhost", "-CAfile", c->ca, "-verify_return_error",
+                              "-tls1_3"},
                              &why))
             << why;
         ASSERT_TRUE(cl.Write("hello-ringnet\n"));
@@ -516,9 +513,9 @@ TEST_P(TlsTest, RingnetServerServesCurlWithAlpnHttp11) {
         Proc curl;
         std::string why;
         std::string url = "https://localhost:" + std::to_string(port) + "/x";
-        ASSERT_TRUE(curl.Start({"curl", "-sS", "--cacert", c->ca, "--resolve",
-                                "localhost:" + std::to_string(port) + ":127.0.0.1", url},
-                               &why))
+        ASSERT_TRUE(curl.Start(
+            {"curl", "-sS", "--cacert", c->ca, "--resolve", "localhost:" + std::to_string(port) + ":127.0.0.1", url},
+            &why))
             << why;
         EXPECT_EQ(0, curl.Wait(15000)) << curl.Output();
         EXPECT_EQ("hello, curl!\n", curl.Output());
@@ -837,8 +834,8 @@ TEST_P(TlsTest, AWriterWaitingForTheTurnTimesOutOnTimeWithoutPollingAndWritesNot
         int first_rc = 1;
         int64_t first_done = -1;
         RNT_SPAWN([&] { /* no deadline: blocks holding the turn, the server reads nothing yet */
-            first_rc = rn_conn_write_all(conn, first.data(), first.size());
-            first_done = NowMs();
+                        first_rc = rn_conn_write_all(conn, first.data(), first.size());
+                        first_done = NowMs();
         });
         rn_sleep(100);
         ASSERT_EQ(1, first_rc) << "the first writer finished although the server reads nothing";
