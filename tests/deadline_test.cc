@@ -326,50 +326,6 @@ TEST_P(DeadlineTest, WriteAllNAfterATimeoutReportsThePrefixSentSoTheWriterCanRes
     });
 }
 
-/* A loopback listener that never answers a new SYN: listen(fd, 0) and one
- * connection parked in its accept queue, which is then full; Linux drops
- * further SYNs (tcp_abort_on_overflow=0), so a connect retransmits for
- * seconds. Returns the port, or 0 with *why when it cannot be made. */
-struct Blackhole {
-    int listener = -1;
-    std::vector<int> fillers;
-    ~Blackhole() {
-        for (int fd : fillers)
-            close(fd);
-        if (listener >= 0)
-            close(listener);
-    }
-    int Make(std::string *why) {
-        listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_in a;
-        memset(&a, 0, sizeof a);
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t alen = sizeof a;
-        if (listener < 0 || bind(listener, (struct sockaddr *)&a, sizeof a) != 0 || listen(listener, 0) != 0 ||
-            getsockname(listener, (struct sockaddr *)&a, &alen) != 0) {
-            *why = std::string("raw listener: ") + strerror(errno);
-            return 0;
-        }
-        /* Connect until one hangs: the queue is then full. */
-        for (int i = 0; i < 8; i++) {
-            int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-            fillers.push_back(fd);
-            if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0)
-                continue;
-            if (errno != EINPROGRESS) {
-                *why = std::string("raw connect: ") + strerror(errno);
-                return 0;
-            }
-            struct pollfd pfd = {fd, POLLOUT, 0};
-            if (poll(&pfd, 1, 100) == 0)
-                return ntohs(a.sin_port); /* this SYN went unanswered */
-        }
-        *why = "a listener with listen(fd, 0) kept answering SYNs: cannot make a loopback connect hang here";
-        return 0;
-    }
-};
-
 TEST_P(DeadlineTest, ConnectTimeoutBoundsAConnectToAListenerThatNeverAnswers) {
     Blackhole hole;
     std::string why;

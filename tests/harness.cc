@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -73,6 +74,57 @@ bool WaitUntil(const std::function<bool()> &cond, int64_t timeout_ms) {
         rn_sleep(1);
     }
     return true;
+}
+
+Blocked::Blocked(Fn call) {
+    RNT_SPAWN([state = state_, call = std::move(call)] {
+        state->started = true;
+        call();
+        state->done_at = NowMs();
+    });
+}
+
+::testing::AssertionResult Blocked::ReturnsPromptlyAfter(const Fn &end) const {
+    int64_t t0 = NowMs();
+    end();
+    if (!WaitUntil([this] { return Returned(); }, kPromptMs))
+        return ::testing::AssertionFailure()
+               << "the call had not returned " << NowMs() - t0 << " ms after the event that was to end it";
+    return ::testing::AssertionSuccess() << "returned " << state_->done_at - t0 << " ms after the event";
+}
+
+void RaceRounds::Run(int rounds, const std::function<void(int)> &run) {
+    int fds_before = -1;
+    for (int i = 0; i <= rounds; i++) {
+        if (i == 1)
+            fds_before = CountOpenFds();
+        run(i);
+        if (::testing::Test::HasFatalFailure()) {
+            ADD_FAILURE() << "the rounds stopped at round " << i << "; results until then: " << Tally();
+            return;
+        }
+    }
+    EXPECT_EQ("", first_bad_) << Tally();
+    EXPECT_EQ(fds_before, CountOpenFds()) << "descriptors leaked; rounds ended " << Tally();
+    if (!what_.empty())
+        printf("[ringnet] %s %s: %s\n", rn_backend_name(), what_.c_str(), Tally().c_str());
+}
+
+void RaceRounds::Saw(int round, int rc, bool ok, const std::string &detail) {
+    seen_[rc]++;
+    if (!ok && first_bad_.empty())
+        first_bad_ = "round " + std::to_string(round) + ": " + std::to_string(rc) + " (" + rn_strerror(rc) +
+                     "): " + (detail.empty() ? std::string(rn_last_error()) : detail);
+}
+
+std::string RaceRounds::Tally() const {
+    std::string s;
+    for (const auto &kv : seen_) {
+        if (!s.empty())
+            s += ", ";
+        s += std::string(rn_strerror(kv.first)) + " (" + std::to_string(kv.first) + ") x" + std::to_string(kv.second);
+    }
+    return s;
 }
 
 int PortOf(const char *addr) {
@@ -162,6 +214,8 @@ bool HaveIpv6Loopback(std::string *why) {
                << "rn_server_accept = " << rc << " (" << rn_strerror(rc) << "): " << rn_last_error();
     return ::testing::AssertionSuccess();
 }
+
+Pair::~Pair() { ClosePair(this); }
 
 void ClosePair(Pair *p) {
     if (p->cli != nullptr) {
@@ -297,6 +351,43 @@ void BackendTest::OnLoopRun(const Fn &body) {
         int rc = RunTask(body);
         EXPECT_EQ(0, rc) << "rn_run: " << rn_strerror(rc) << ": " << rn_last_error();
     });
+}
+
+Blackhole::~Blackhole() {
+    for (int fd : fillers)
+        close(fd);
+    if (listener >= 0)
+        close(listener);
+}
+
+int Blackhole::Make(std::string *why) {
+    listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    if (listener < 0 || bind(listener, (struct sockaddr *)&a, sizeof a) != 0 || listen(listener, 0) != 0 ||
+        getsockname(listener, (struct sockaddr *)&a, &alen) != 0) {
+        *why = std::string("raw listener: ") + strerror(errno);
+        return 0;
+    }
+    /* Connect until one hangs: the queue is then full. */
+    for (int i = 0; i < 8; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        fillers.push_back(fd);
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0)
+            continue;
+        if (errno != EINPROGRESS) {
+            *why = std::string("raw connect: ") + strerror(errno);
+            return 0;
+        }
+        struct pollfd pfd = {fd, POLLOUT, 0};
+        if (poll(&pfd, 1, 100) == 0)
+            return ntohs(a.sin_port); /* this SYN went unanswered */
+    }
+    *why = "a listener with listen(fd, 0) kept answering SYNs: cannot make a loopback connect hang here";
+    return 0;
 }
 
 int RawConnect(int port) {

@@ -12,8 +12,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 namespace rnt {
 
@@ -30,9 +34,159 @@ int Spawn(Fn fn);
 /* Monotonic milliseconds, for measuring how long calls take. */
 int64_t NowMs();
 
+/* Time limits, and how the tests use the wall clock. A test machine may be
+ * loaded (two cores shared by a whole CI, or by four developers) and slowed
+ * 10-50x (Valgrind, TSan), so an upper bound on elapsed time must leave an
+ * order of magnitude over what the operation needs there, and still prove
+ * the test's point; where it cannot, the test counts instead (loop passes,
+ * rn_loop_stats, tasks asleep at once). Lower bounds ("a 100 ms deadline did
+ * not fire before 99 ms") cannot fail on a slow machine and stay tight.
+ *
+ * kPromptMs: how soon a call blocked in the loop must return once what ends
+ * it has happened (a close, a reset, an expired deadline). Such a wake-up
+ * takes well under 10 ms on an idle machine and up to ~200 ms under
+ * memcheck on a loaded one; what the bound rules out is a call that is not
+ * woken by the event at all and returns only when something else happens
+ * (a 30 s connect timeout, the peer's data, never: the watchdog's 60 s).
+ *
+ * kNeverMs: how long WaitUntil waits by default for something that must
+ * happen: a limit that only a bug reaches, under the watchdog's 60 s. */
+constexpr int64_t kPromptMs = 2000;
+constexpr int64_t kNeverMs = 20000;
+
 /* Poll cond with rn_sleep(1) between tries (so the loop keeps running the
  * other tasks) until it holds or timeout_ms passes; whether it held. */
-bool WaitUntil(const std::function<bool()> &cond, int64_t timeout_ms = 5000);
+bool WaitUntil(const std::function<bool()> &cond, int64_t timeout_ms = kNeverMs);
+
+/* A call that blocks in the loop, run in a spawned task so that the test can
+ * end it from outside and check how: Blocked read([&] { rc = rn_conn_read(c,
+ * buf, n); }); ...; EXPECT_TRUE(read.ReturnsPromptlyAfter([&] { ... close
+ * ... })); The task keeps its state alive (shared) if the test ends first. */
+class Blocked {
+  public:
+    explicit Blocked(Fn call);
+    /* Whether the task has entered the call, and whether it returned. */
+    bool Started() const { return state_->started; }
+    bool Returned() const { return state_->done_at >= 0; }
+    /* Run end (the event that must end the call), then wait for the call to
+     * return: success when it returned within kPromptMs of end (or had
+     * before it: a race's other outcome; a test that must see the call
+     * still blocked asserts !Returned() first). */
+    ::testing::AssertionResult ReturnsPromptlyAfter(const Fn &end) const;
+
+  private:
+    struct State {
+        bool started = false;
+        int64_t done_at = -1;
+    };
+    std::shared_ptr<State> state_ = std::make_shared<State>();
+};
+
+/* Owning handles for the library's objects: closed (freed) when they go out
+ * of scope, so a test that stops at a failed ASSERT leaks nothing. The close
+ * is expected to succeed. `rn_tcp_connect(c.out(), ...)` fills one;
+ * `c.Close()` closes it early and returns what the close returned;
+ * `c.release()` gives the object up (to a close the test makes itself). */
+template <class T, int (*CloseFn)(T *)> class Handle {
+  public:
+    Handle() = default;
+    explicit Handle(T *p) : p_(p) {}
+    Handle(const Handle &) = delete;
+    Handle &operator=(const Handle &) = delete;
+    Handle(Handle &&o) noexcept : p_(o.release()) {}
+    Handle &operator=(Handle &&o) noexcept {
+        if (this != &o) {
+            Close();
+            p_ = o.release();
+        }
+        return *this;
+    }
+    ~Handle() {
+        if (p_ != nullptr) {
+            EXPECT_EQ(0, Close()) << rn_last_error();
+        }
+    }
+    T *get() const { return p_; }
+    operator T *() const { return p_; }
+    T **out() {
+        Close();
+        return &p_;
+    }
+    T *release() {
+        T *p = p_;
+        p_ = nullptr;
+        return p;
+    }
+    int Close() {
+        T *p = release();
+        return p == nullptr ? 0 : CloseFn(p);
+    }
+
+  private:
+    T *p_ = nullptr;
+};
+using Conn = Handle<rn_conn, rn_conn_close>;
+using Server = Handle<rn_server, rn_server_close>;
+
+/* A TLS configuration, freed (its reference dropped) at the end of scope.
+ * It converts to rn_tls_config * for the calls, but not as a temporary:
+ * `rn_tls_config *c = ServerConfig(...)` would free it at once, and does
+ * not compile. */
+class TlsConfig {
+  public:
+    TlsConfig() = default;
+    explicit TlsConfig(rn_tls_config *c) : c_(c) {}
+    TlsConfig(const TlsConfig &) = delete;
+    TlsConfig &operator=(const TlsConfig &) = delete;
+    TlsConfig(TlsConfig &&o) noexcept : c_(o.release()) {}
+    TlsConfig &operator=(TlsConfig &&o) noexcept {
+        if (this != &o)
+            reset(o.release());
+        return *this;
+    }
+    ~TlsConfig() { reset(); }
+    operator rn_tls_config *() const & { return c_; }
+    operator rn_tls_config *() const && = delete;
+    rn_tls_config *get() const { return c_; }
+    rn_tls_config *release() {
+        rn_tls_config *c = c_;
+        c_ = nullptr;
+        return c;
+    }
+    void reset(rn_tls_config *c = nullptr) {
+        if (c_ != nullptr)
+            rn_tls_config_free(c_);
+        c_ = c;
+    }
+
+  private:
+    rn_tls_config *c_ = nullptr;
+};
+
+/* Rounds of a race (race_test.cc and others): run(i) for i = 0 .. rounds
+ * (rounds + 1 in all; round 0 warms the loop up, and the descriptors open
+ * after it are the baseline), each round reporting its result through Saw.
+ * Stops at a round's fatal failure (an ASSERT). Then expects every result to
+ * have been one the test allows and every descriptor given back, and prints
+ * "[ringnet] BACKEND WHAT: TALLY" when what is set. */
+class RaceRounds {
+  public:
+    explicit RaceRounds(std::string what = "") : what_(std::move(what)) {}
+    void Run(int rounds, const std::function<void(int round)> &run);
+    /* Count round i's result rc (an rn_* result: 0, RN_E*, -errno); ok says
+     * whether the test allows it; the first that is not is reported with
+     * detail (rn_last_error() when empty). */
+    void Saw(int round, int rc, bool ok, const std::string &detail = "");
+    /* "RN_ECLOSED (-1001) x120, Connection timed out (-110) x80". */
+    std::string Tally() const;
+    /* The first result Saw was told is not allowed, "" if none. */
+    const std::string &FirstBad() const { return first_bad_; }
+
+  private:
+    std::string what_;
+    std::map<int, int> seen_;
+    std::string first_bad_;
+};
 
 /* The port after the last ':' of "127.0.0.1:N" / "[::1]:N", or -1. */
 int PortOf(const char *addr);
@@ -60,6 +214,21 @@ int CountOpenFds();
 /* Whether ::1 can be bound here (a machine may have no IPv6 loopback). */
 bool HaveIpv6Loopback(std::string *why);
 
+/* A loopback listener that never answers a new SYN: listen(fd, 0) and one
+ * connection parked in its accept queue, which is then full; Linux drops
+ * further SYNs (tcp_abort_on_overflow=0), so a connect retransmits for
+ * seconds. Make returns the port, or 0 with *why when it cannot be made
+ * here (the test then skips with why). */
+struct Blackhole {
+    int listener = -1;
+    std::vector<int> fillers;
+    Blackhole() = default;
+    Blackhole(const Blackhole &) = delete;
+    Blackhole &operator=(const Blackhole &) = delete;
+    ~Blackhole();
+    int Make(std::string *why);
+};
+
 /* A listener and one connection through it, both ends on this thread:
  * cli came from rn_tcp_connect, acc from rn_server_accept. */
 struct Pair {
@@ -67,10 +236,17 @@ struct Pair {
     rn_conn *cli = nullptr;
     rn_conn *acc = nullptr;
     int port = 0;
+    Pair() = default;
+    Pair(const Pair &) = delete;
+    Pair &operator=(const Pair &) = delete;
+    /* Closes what is still set (ClosePair): a test that closes one end
+     * itself sets it to nullptr. */
+    ~Pair();
 };
 /* Listen on host port 0, connect, accept. Works in a task and outside. */
 ::testing::AssertionResult MakePair(Pair *p, const char *host = "127.0.0.1");
-/* Close whatever of p is still set, expecting 0 from each close. */
+/* Close whatever of p is still set, expecting 0 from each close (what
+ * ~Pair does; a test calls it to close the pair before it ends). */
 void ClosePair(Pair *p);
 
 /* Accept n clients on s and echo each (read, write_all back) until it ends;

@@ -90,6 +90,21 @@ void RemoveDir(const std::string &dir) {
 
 } // namespace
 
+TlsConfig ServerConfig(const TestCerts *certs) {
+    TlsConfig cfg(rn_tls_server_config(certs->server.c_str(), certs->server_key.c_str()));
+    EXPECT_NE(nullptr, cfg.get()) << rn_last_error();
+    return cfg;
+}
+
+TlsConfig ClientConfig(const std::string &ca) {
+    TlsConfig cfg(rn_tls_client_config());
+    EXPECT_NE(nullptr, cfg.get()) << rn_last_error();
+    if (cfg.get() != nullptr) {
+        EXPECT_EQ(0, rn_tls_config_set_ca_file(cfg, ca.c_str())) << rn_last_error();
+    }
+    return cfg;
+}
+
 std::string FindTool(const std::string &name) {
     if (name.find('/') != std::string::npos)
         return access(name.c_str(), X_OK) == 0 ? name : "";

@@ -32,6 +32,13 @@ struct TestCerts {
  * failed. */
 const TestCerts *Certs(std::string *why);
 
+/* A server configuration with the test server's certificate and key, and a
+ * client configuration trusting ca (certs->ca unless said); a failure to
+ * make one fails the test (and the handle is empty). */
+TlsConfig ServerConfig(const TestCerts *certs);
+TlsConfig ClientConfig(const std::string &ca);
+inline TlsConfig ClientConfig(const TestCerts *certs) { return ClientConfig(certs->ca); }
+
 /* Full path of an executable on PATH (or the absolute path given), "" if
  * none. */
 std::string FindTool(const std::string &name);
