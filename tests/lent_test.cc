@@ -132,7 +132,9 @@ TEST_P(LentTest, ReadDeadlineGivesEtimedoutAndTheConnectionStillWorks) {
         int64_t took = NowMs() - t0;
         EXPECT_EQ(nullptr, d);
         EXPECT_GE(took, 70);
-        EXPECT_LE(took, 1000);
+        /* Nothing else would end the read (no bytes come): the bound proves
+         * the deadline fired, kPromptMs (harness.h) past it. */
+        EXPECT_LE(took, 80 + kPromptMs);
         EXPECT_NE(nullptr, strstr(rn_last_error(), "read_lent")) << rn_last_error();
         ASSERT_EQ(0, rn_conn_write_all(p.cli, "late", 4));
         ASSERT_EQ(4, rn_conn_read_lent(p.acc, &d)) << rn_last_error();
@@ -156,7 +158,7 @@ TEST_P(LentTest, CloseFromAnotherTaskWakesABlockedLentReadWithEclosed) {
         ASSERT_FALSE(done);
         EXPECT_EQ(0, rn_conn_close(p.acc));
         p.acc = nullptr;
-        ASSERT_TRUE(WaitUntil([&] { return done; }, 2000));
+        ASSERT_TRUE(WaitUntil([&] { return done; }));
         EXPECT_EQ(RN_ECLOSED, rc) << rn_strerror((int)rc);
         EXPECT_EQ(nullptr, d);
         ClosePair(&p);
@@ -258,9 +260,9 @@ TEST_P(LentTest, MoreHoldersThanRingBuffersEachKeepTheirOwnBytes) {
                 std::string m = Pattern(kMsg, (uint32_t)(round * 1000 + i));
                 ASSERT_EQ(0, rn_conn_write_all(cli[i], m.data(), m.size())) << rn_last_error();
             }
-            ASSERT_TRUE(WaitUntil([&] { return arrived == kConns; }, 10000)) << arrived << " of " << kConns;
+            ASSERT_TRUE(WaitUntil([&] { return arrived == kConns; })) << arrived << " of " << kConns;
             all_in = true;
-            ASSERT_TRUE(WaitUntil([&] { return checked + failures >= kConns; }, 10000));
+            ASSERT_TRUE(WaitUntil([&] { return checked + failures >= kConns; }));
             EXPECT_EQ(0, failures) << "round " << round;
             for (int i = 0; i < kConns; i++) {
                 EXPECT_EQ(kMsg, len[i]) << "conn " << i << " round " << round;
@@ -378,7 +380,7 @@ TEST_P(LentTest, TlsConnectionsLendThePlaintext) {
         ASSERT_EQ(0, rn_tls_connect_with(&c, "localhost", port, ccfg)) << rn_last_error();
         ASSERT_EQ(0, rn_conn_write_all(c, msg.data(), msg.size())) << rn_last_error();
         EXPECT_EQ(0, rn_conn_close(c));
-        ASSERT_TRUE(WaitUntil([&] { return done; }, 10000));
+        ASSERT_TRUE(WaitUntil([&] { return done; }));
         EXPECT_EQ(0, src) << rn_strerror(src);
         EXPECT_EQ(msg.size(), got.size());
         EXPECT_TRUE(msg == got);

@@ -29,7 +29,10 @@ namespace {
 class PeerFaultTest : public BackendTest {};
 RNT_INSTANTIATE_BACKENDS(PeerFaultTest);
 
-constexpr int64_t kPromptMs = 300;
+/* How soon a call must fail once the peer's fault has happened: kPromptMs
+ * (harness.h, 2 s; the old bound here was 300 ms). The calls measured have
+ * a longer deadline (5 s) or none, so the bound tells "failed by the fault"
+ * from "failed at the deadline" as well as the result code does. */
 
 std::string Err(int rc) { return std::to_string(rc) + " (" + rn_strerror(rc) + "): " + rn_last_error(); }
 
@@ -121,7 +124,7 @@ TEST_P(PeerFaultTest, PeerResetDuringABlockedWriteAllFailsItPromptlyWithEconnres
         int64_t t0 = NowMs();
         ResetClose(p.raw);
         p.raw = -1;
-        ASSERT_TRUE(WaitUntil([&] { return done_at >= 0; }, 2000)) << "the blocked write never returned";
+        ASSERT_TRUE(WaitUntil([&] { return done_at >= 0; })) << "the blocked write never returned";
         EXPECT_LE(done_at - t0, kPromptMs);
         EXPECT_EQ(-ECONNRESET, rc) << Err(rc);
         EXPECT_NE(std::string::npos, std::string(rn_last_error()).find("reset")) << rn_last_error();
@@ -150,7 +153,7 @@ TEST_P(PeerFaultTest, PeerResetDuringABlockedReadFailsItWithEconnresetThenTheStr
         int64_t t0 = NowMs();
         ResetClose(p.raw);
         p.raw = -1;
-        ASSERT_TRUE(WaitUntil([&] { return done_at >= 0; }, 2000));
+        ASSERT_TRUE(WaitUntil([&] { return done_at >= 0; }));
         EXPECT_LE(done_at - t0, kPromptMs);
         EXPECT_EQ(-ECONNRESET, rc) << Err((int)rc);
         /* The sentence names the peer, although the reset left the socket
@@ -196,7 +199,7 @@ TEST_P(PeerFaultTest, PeerHalfCloseInTheMiddleOfAReadExactIsEeofKeepsTheBytesAnd
         rn_sleep(10);
         ASSERT_FALSE(done);
         ASSERT_EQ(0, shutdown(p.raw, SHUT_WR));
-        ASSERT_TRUE(WaitUntil([&] { return done; }, 2000));
+        ASSERT_TRUE(WaitUntil([&] { return done; }));
         EXPECT_EQ(RN_EEOF, rc) << Err(rc);
         EXPECT_NE(std::string::npos, std::string(rn_last_error()).find("10 of 20")) << rn_last_error();
         /* The 10 bytes come back first, then the end, which stays the end. */
@@ -276,7 +279,7 @@ struct TlsPair {
     rc = rn_tls_connect_with(&p->cli, "localhost", port, ccfg);
     if (rc != 0)
         return ::testing::AssertionFailure() << "tls_connect: " << Err(rc);
-    if (!WaitUntil([&] { return *sdone; }, 5000) || *src != 0)
+    if (!WaitUntil([&] { return *sdone; }) || *src != 0)
         return ::testing::AssertionFailure() << "server handshake: " << *src;
     return ::testing::AssertionSuccess();
 }
@@ -536,7 +539,12 @@ TEST_P(PeerFaultTest, TlsServerKeepsServingWhileSixtyClientsNeverFinishTheirHand
         ASSERT_EQ(0, rn_tls_listen(&s, "127.0.0.1", 0, scfg)) << rn_last_error();
         int port = PortOf(rn_server_addr(s));
         int fds_before = CountOpenFds();
-        constexpr int64_t kHandshakeMs = 1000; /* the connection's deadline bounds its handshake */
+        /* The connection's deadline bounds its handshake. A good client's
+         * whole handshake must fit well inside it (the test's point: it is
+         * not queued behind the bad ones): ~10 ms idle, up to ~500 ms under
+         * TSan on a loaded machine, so 5 s (it was 1 s, which memcheck
+         * passed once); the bad ones then take 5 s to time out. */
+        constexpr int64_t kHandshakeMs = 5000;
         constexpr int kSilent = 40, kSlow = 20, kGood = 2, kClients = kSilent + kSlow + kGood;
         int failed = 0, served = 0, accepted = 0, wrong = 0;
         std::string wrong_msg, timeout_msg;
@@ -585,7 +593,7 @@ TEST_P(PeerFaultTest, TlsServerKeepsServingWhileSixtyClientsNeverFinishTheirHand
         }
         for (int fd : raws)
             ASSERT_GE(fd, 0);
-        ASSERT_TRUE(WaitUntil([&] { return accepted == kSilent + kSlow; }, 5000)) << accepted;
+        ASSERT_TRUE(WaitUntil([&] { return accepted == kSilent + kSlow; })) << accepted;
         /* A real client is served while all sixty handshakes are pending. */
         auto good_client = [&](const char *msg) {
             rn_conn *c = nullptr;
@@ -605,7 +613,7 @@ TEST_P(PeerFaultTest, TlsServerKeepsServingWhileSixtyClientsNeverFinishTheirHand
         good_client("first");
         EXPECT_EQ(0, failed) << "the good client waited for the bad handshakes to time out";
         /* Every bad handshake ends at its deadline, with -ETIMEDOUT. */
-        ASSERT_TRUE(WaitUntil([&] { return failed == kSilent + kSlow; }, kHandshakeMs + 5000)) << failed;
+        ASSERT_TRUE(WaitUntil([&] { return failed == kSilent + kSlow; }, kHandshakeMs + kNeverMs)) << failed;
         EXPECT_EQ(0, wrong) << wrong_msg;
         EXPECT_LE(max_hs_ms, kHandshakeMs + kPromptMs);
         EXPECT_NE(std::string::npos, timeout_msg.find("did not finish before the deadline")) << timeout_msg;
