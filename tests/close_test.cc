@@ -22,9 +22,7 @@ RNT_INSTANTIATE_BACKENDS(CloseTest);
  * sends nothing, so a call the close did not wake would never return. */
 
 TEST_P(CloseTest, CloseFromAnotherTaskWakesABlockedReadWithEclosedPromptly) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         ssize_t rc = 1;
         rn_conn *c = p.cli;
         Blocked read([&] {
@@ -42,9 +40,7 @@ TEST_P(CloseTest, CloseFromAnotherTaskWakesABlockedReadWithEclosedPromptly) {
 }
 
 TEST_P(CloseTest, CloseFromAnotherTaskWakesABlockedWriteWithEclosedPromptly) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         const std::string data(64u << 20, 'c'); /* more than the buffers hold: the peer never reads */
         int rc = 1;
         rn_conn *c = p.cli;
@@ -60,9 +56,7 @@ TEST_P(CloseTest, CloseFromAnotherTaskWakesABlockedWriteWithEclosedPromptly) {
 }
 
 TEST_P(CloseTest, CloseWakesEveryTaskBlockedOnTheConnection) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         const std::string data(64u << 20, 'c');
         ssize_t read_rc = 1;
         int write_rc = 1, exact_rc = 1, woken = 0;
@@ -150,9 +144,7 @@ TEST_P(CloseTest, ClosingTwoHundredConnectionsWithReadsPendingLeaksNoDescriptor)
 }
 
 TEST_P(CloseTest, CloseFromAnotherThreadIsExdevAndClosesNothing) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         int conn_rc = 1, srv_rc = 1;
         std::string err;
         std::thread([&] {

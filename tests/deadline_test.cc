@@ -37,9 +37,7 @@ constexpr int64_t kSlackMs = kPromptMs;
 constexpr size_t kMoreThanBuffers = 64u << 20;
 
 TEST_P(DeadlineTest, ReadDeadlineFailsWithEtimedoutAndTheConnectionStaysUsable) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         rn_conn_set_read_deadline(p.cli, 100);
         char buf[16];
         int64_t t0 = NowMs();
@@ -55,14 +53,11 @@ TEST_P(DeadlineTest, ReadDeadlineFailsWithEtimedoutAndTheConnectionStaysUsable) 
         EXPECT_EQ(0, rn_conn_write_all(p.cli, "pong", 4));
         EXPECT_EQ(0, rn_conn_read_exact(p.acc, buf, 4));
         EXPECT_EQ(0, memcmp(buf, "pong", 4));
-        ClosePair(&p);
     });
 }
 
 TEST_P(DeadlineTest, WriteDeadlineOnAPeerThatNeverReadsFailsWithEtimedout) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         const std::string data = Pattern(kMoreThanBuffers, 5);
         rn_conn_set_write_deadline(p.cli, 200);
         int64_t t0 = NowMs();
@@ -76,14 +71,11 @@ TEST_P(DeadlineTest, WriteDeadlineOnAPeerThatNeverReadsFailsWithEtimedout) {
         ssize_t n = rn_conn_read(p.acc, buf.data(), buf.size());
         ASSERT_GT(n, 0) << rn_strerror((int)n);
         EXPECT_EQ(-1, FirstPatternMismatch(buf.data(), (size_t)n, 0, 5));
-        ClosePair(&p);
     });
 }
 
 TEST_P(DeadlineTest, SetDeadlineBoundsBothReadsAndWrites) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         rn_conn_set_deadline(p.cli, 100);
         char buf[16];
         int64_t t0 = NowMs();
@@ -95,14 +87,11 @@ TEST_P(DeadlineTest, SetDeadlineBoundsBothReadsAndWrites) {
         int64_t took = NowMs() - t0;
         EXPECT_GE(took, 99);
         EXPECT_LE(took, 100 + kSlackMs);
-        ClosePair(&p);
     });
 }
 
 TEST_P(DeadlineTest, ReadDeadlineDoesNotBoundWrites) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         rn_conn_set_read_deadline(p.cli, 50);
         const size_t total = kMoreThanBuffers;
         size_t got = 0;
@@ -124,14 +113,11 @@ TEST_P(DeadlineTest, ReadDeadlineDoesNotBoundWrites) {
         EXPECT_GE(NowMs() - t0, 250) << "the peer's buffers swallowed everything; the test proved nothing";
         EXPECT_TRUE(WaitUntil([&] { return rdone; }));
         EXPECT_EQ(total, got);
-        ClosePair(&p);
     });
 }
 
 TEST_P(DeadlineTest, ReadExactDeadlineBoundsTheWholeCallNotEachFragment) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         const std::string data = Pattern(64, 13);
         bool stop = false, stopped = false;
         size_t sent = 0;
@@ -159,14 +145,11 @@ TEST_P(DeadlineTest, ReadExactDeadlineBoundsTheWholeCallNotEachFragment) {
         std::string back(sent, '\0');
         EXPECT_EQ(0, rn_conn_read_exact(p.cli, &back[0], sent)) << rn_last_error();
         EXPECT_EQ(data.substr(0, sent), back);
-        ClosePair(&p);
     });
 }
 
 TEST_P(DeadlineTest, AReadWhoseDataIsAlreadyThereSucceedsEvenWithA1msDeadline) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         rn_conn_set_read_deadline(p.cli, 1);
         for (int i = 0; i < 20; i++) {
             char msg[8];
@@ -181,7 +164,6 @@ TEST_P(DeadlineTest, AReadWhoseDataIsAlreadyThereSucceedsEvenWithA1msDeadline) {
             }
             EXPECT_EQ(0, memcmp(buf, msg, 6)) << "round " << i;
         }
-        ClosePair(&p);
     });
 }
 
@@ -195,9 +177,7 @@ void WriteLater(rn_conn *c, int64_t ms, const char *msg, bool *done) {
 }
 
 TEST_P(DeadlineTest, DeadlineZeroRemovesIt) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         char buf[16];
         bool done = false;
 
@@ -215,28 +195,22 @@ TEST_P(DeadlineTest, DeadlineZeroRemovesIt) {
         WriteLater(p.acc, 200, "late", &done);
         EXPECT_EQ(0, rn_conn_read_exact(p.cli, buf, 4));
         EXPECT_TRUE(WaitUntil([&] { return done; }));
-        ClosePair(&p);
     });
 }
 
 TEST_P(DeadlineTest, NegativeDeadlineIsTreatedAsNone) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         char buf[16];
         bool done = false;
         rn_conn_set_read_deadline(p.cli, -1);
         WriteLater(p.acc, 150, "late", &done);
         EXPECT_EQ(4, rn_conn_read(p.cli, buf, sizeof buf));
         EXPECT_TRUE(WaitUntil([&] { return done; }));
-        ClosePair(&p);
     });
 }
 
 TEST_P(DeadlineTest, DeadlineSetWhileAReadIsBlockedAppliesOnlyToTheNextRead) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         ssize_t first = 1;
         bool first_done = false;
         RNT_SPAWN([&] {
@@ -258,14 +232,11 @@ TEST_P(DeadlineTest, DeadlineSetWhileAReadIsBlockedAppliesOnlyToTheNextRead) {
         int64_t took = NowMs() - t0;
         EXPECT_GE(took, 99);
         EXPECT_LE(took, 100 + kSlackMs);
-        ClosePair(&p);
     });
 }
 
 TEST_P(DeadlineTest, DeadlineRemovedWhileAReadIsBlockedStillBoundsThatRead) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         ssize_t first = 1;
         int64_t first_took = -1;
         rn_conn_set_read_deadline(p.cli, 300);
@@ -287,14 +258,11 @@ TEST_P(DeadlineTest, DeadlineRemovedWhileAReadIsBlockedStillBoundsThatRead) {
         char buf[16];
         EXPECT_EQ(4, rn_conn_read(p.cli, buf, sizeof buf));
         EXPECT_TRUE(WaitUntil([&] { return done; }));
-        ClosePair(&p);
     });
 }
 
 TEST_P(DeadlineTest, WriteAllNAfterATimeoutReportsThePrefixSentSoTheWriterCanResume) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         const size_t total = kMoreThanBuffers;
         const std::string data = Pattern(total, 17);
         rn_conn_set_write_deadline(p.cli, 100);
@@ -328,7 +296,6 @@ TEST_P(DeadlineTest, WriteAllNAfterATimeoutReportsThePrefixSentSoTheWriterCanRes
         EXPECT_TRUE(WaitUntil([&] { return rdone; }));
         EXPECT_EQ(total, got) << "bytes lost or repeated around the timeout";
         EXPECT_EQ(-1, mismatch) << "first wrong byte at offset " << mismatch;
-        ClosePair(&p);
     });
 }
 

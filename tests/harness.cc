@@ -353,6 +353,14 @@ void BackendTest::OnLoopRun(const Fn &body) {
     });
 }
 
+void BackendTest::OnPair(const std::function<void(Pair &)> &body) {
+    OnLoopRun([&] {
+        Pair p;
+        ASSERT_TRUE(MakePair(&p));
+        body(p);
+    });
+}
+
 Blackhole::~Blackhole() {
     for (int fd : fillers)
         close(fd);

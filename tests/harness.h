@@ -273,6 +273,9 @@ class BackendTest : public ::testing::TestWithParam<const char *> {
     void OnLoop(const Fn &body);
     /* OnLoop, with body run as a task by rn_run (expected to return 0). */
     void OnLoopRun(const Fn &body);
+    /* OnLoopRun, with a connected Pair (MakePair, on 127.0.0.1) that body
+     * uses; what body leaves open is closed after it. */
+    void OnPair(const std::function<void(Pair &)> &body);
 };
 
 struct BackendParamName {

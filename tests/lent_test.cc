@@ -20,9 +20,7 @@ class LentTest : public BackendTest {};
 RNT_INSTANTIATE_BACKENDS(LentTest);
 
 TEST_P(LentTest, LendsTheBytesSentAndEndOfStreamLeavesDataNull) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         ASSERT_EQ(0, rn_conn_write_all(p.cli, "hello", 5));
         const void *data = nullptr;
         ssize_t n = rn_conn_read_lent(p.acc, &data);
@@ -33,14 +31,11 @@ TEST_P(LentTest, LendsTheBytesSentAndEndOfStreamLeavesDataNull) {
         data = &n; /* must be reset */
         EXPECT_EQ(0, rn_conn_read_lent(p.acc, &data));
         EXPECT_EQ(nullptr, data);
-        ClosePair(&p);
     });
 }
 
 TEST_P(LentTest, FourMebibytesArriveInOrderInPiecesOfAtMostRnLentMax) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         const size_t total = 4u << 20;
         const std::string data = Pattern(total, 7);
         int wrc = 1;
@@ -64,7 +59,6 @@ TEST_P(LentTest, FourMebibytesArriveInOrderInPiecesOfAtMostRnLentMax) {
         EXPECT_EQ(total, got);
         EXPECT_GE(reads, total / RN_LENT_MAX);
         EXPECT_EQ(0, wrc) << rn_strerror(wrc);
-        ClosePair(&p);
     });
 }
 
@@ -104,9 +98,7 @@ TEST_P(LentTest, LentBytesStayPutWhileOtherConnectionsCycleTheBuffers) {
 }
 
 TEST_P(LentTest, BytesKeptByAFailedReadExactComeFirst) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         ASSERT_EQ(0, rn_conn_write_all(p.cli, "0123456789", 10));
         rn_conn_set_read_deadline(p.acc, 100);
         char buf[20];
@@ -117,14 +109,11 @@ TEST_P(LentTest, BytesKeptByAFailedReadExactComeFirst) {
         ASSERT_EQ(0, rn_conn_write_all(p.cli, "abc", 3));
         ASSERT_EQ(3, rn_conn_read_lent(p.acc, &d)) << rn_last_error();
         EXPECT_EQ(0, memcmp(d, "abc", 3));
-        ClosePair(&p);
     });
 }
 
 TEST_P(LentTest, ReadDeadlineGivesEtimedoutAndTheConnectionStillWorks) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         rn_conn_set_read_deadline(p.acc, 80);
         const void *d = &p;
         int64_t t0 = NowMs();
@@ -139,14 +128,11 @@ TEST_P(LentTest, ReadDeadlineGivesEtimedoutAndTheConnectionStillWorks) {
         ASSERT_EQ(0, rn_conn_write_all(p.cli, "late", 4));
         ASSERT_EQ(4, rn_conn_read_lent(p.acc, &d)) << rn_last_error();
         EXPECT_EQ(0, memcmp(d, "late", 4));
-        ClosePair(&p);
     });
 }
 
 TEST_P(LentTest, CloseFromAnotherTaskWakesABlockedLentReadWithEclosed) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         ssize_t rc = 1;
         const void *d = &rc;
         bool done = false;
@@ -161,7 +147,6 @@ TEST_P(LentTest, CloseFromAnotherTaskWakesABlockedLentReadWithEclosed) {
         ASSERT_TRUE(WaitUntil([&] { return done; }));
         EXPECT_EQ(RN_ECLOSED, rc) << rn_strerror((int)rc);
         EXPECT_EQ(nullptr, d);
-        ClosePair(&p);
     });
 }
 
@@ -176,16 +161,13 @@ TEST_P(LentTest, NullArgumentsAreRefusedWithEinval) {
         EXPECT_NE(nullptr, strstr(rn_last_error(), "data is NULL")) << rn_last_error();
         rn_conn_release_lent(nullptr); /* harmless */
         rn_conn_release_lent(p.acc);   /* nothing lent: harmless */
-        ClosePair(&p);
     });
 }
 
 /* From another thread: a lent read is -EXDEV with data NULL, and a release
  * does nothing: the owner's bytes stay put. */
 TEST_P(LentTest, AnotherThreadCanNeitherReadLentNorReleaseTheOwnersBytes) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         ASSERT_EQ(0, rn_conn_write_all(p.cli, "mine", 4));
         const void *held = nullptr;
         ASSERT_EQ(4, rn_conn_read_lent(p.acc, &held)) << rn_last_error();
@@ -210,7 +192,6 @@ TEST_P(LentTest, AnotherThreadCanNeitherReadLentNorReleaseTheOwnersBytes) {
         }
         EXPECT_EQ(0, memcmp(held, "mine", 4));
         ClosePair(&q);
-        ClosePair(&p);
     });
 }
 

@@ -168,9 +168,7 @@ TEST_P(RaceTest, CloseWhileAReadAndAWriteWithoutDeadlinesAreInFlight300TimesLeak
 }
 
 TEST_P(RaceTest, SecondCloseWhileTheFirstWaitsForABlockedCallIsEclosedAndFreesOnce) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         int fds_before = CountOpenFds();
         ssize_t rrc = 1;
         int first = 1, second = 1;

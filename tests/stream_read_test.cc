@@ -223,9 +223,7 @@ uint64_t SysctlField(const char *path, int field) {
 /* ---- 1. request/response, then bulk, then request/response -------------------------------- */
 
 TEST_P(StreamReadTest, PingPongThenEightMebibytesAtThreeReadSizesThenPingPongAgainEveryByteInOrder) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         Streams s;
         ASSERT_TRUE(PingPong(p.cli, p.acc, 2000, 1, &s));
 
@@ -272,7 +270,6 @@ TEST_P(StreamReadTest, PingPongThenEightMebibytesAtThreeReadSizesThenPingPongAga
         char c;
         EXPECT_EQ(0, rn_conn_read(p.acc, &c, 1));
         EXPECT_EQ(0, rn_conn_read(p.acc, &c, 1));
-        ClosePair(&p);
     });
 }
 
@@ -726,9 +723,7 @@ TEST_P(StreamReadTest, TlsPingPongThenBulkThenPingPongEveryByteInOrder) {
 /* ---- 4. deadlines on reads parked in request/response mode --------------------------------- */
 
 TEST_P(StreamReadTest, ReadDeadlineAfterPingPongTimesOutLosesNothingAndABytesAlreadyInWin) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         Streams s;
         ASSERT_TRUE(PingPong(p.cli, p.acc, 300, 7, &s));
         rn_conn_set_read_deadline(p.acc, 50);
@@ -793,14 +788,11 @@ TEST_P(StreamReadTest, ReadDeadlineAfterPingPongTimesOutLosesNothingAndABytesAlr
         }
         rn_conn_set_read_deadline(p.acc, 0);
         ASSERT_TRUE(PingPong(p.cli, p.acc, 100, 8, &s));
-        ClosePair(&p);
     });
 }
 
 TEST_P(StreamReadTest, DeadlinesWithTwoTasksParkedInReadOnOneConnection) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         Streams s;
         ASSERT_TRUE(PingPong(p.cli, p.acc, 300, 9, &s));
         /* Both with 50 ms: both time out, each in time. */
@@ -869,7 +861,6 @@ TEST_P(StreamReadTest, DeadlinesWithTwoTasksParkedInReadOnOneConnection) {
         s.up = off;
         rn_conn_set_read_deadline(p.acc, 0);
         ASSERT_TRUE(PingPong(p.cli, p.acc, 100, 10, &s));
-        ClosePair(&p);
     });
 }
 
@@ -1339,9 +1330,7 @@ TEST_P(StreamReadTest, AcceptTlsAfterPlaintextPingPongRefusesPlaintextPipelinedB
 /* ---- 8. read, read_lent and read_exact interleaved ---------------------------------------- */
 
 TEST_P(StreamReadTest, ReadReadLentAndReadExactInterleavedAtRandomTakeEveryByteInOrder) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         Streams s;
         ASSERT_TRUE(PingPong(p.cli, p.acc, 200, 12, &s));
         const uint64_t kTotal = 3u << 20;
@@ -1422,7 +1411,6 @@ TEST_P(StreamReadTest, ReadReadLentAndReadExactInterleavedAtRandomTakeEveryByteI
         EXPECT_GT(counts[0], 50);
         EXPECT_GT(counts[1], 50);
         EXPECT_GT(counts[2], 50);
-        ClosePair(&p);
     });
 }
 

@@ -214,9 +214,7 @@ TEST_P(TasksTest, EachThreadHasItsOwnLoopAndBothServeAtOnce) {
 }
 
 TEST_P(TasksTest, ConnectionUsedFromAnotherThreadIsExdev) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         char buf[8];
         ssize_t wr = 0, rd = 0;
         int wa = 0, re = 0, acc = 0;
@@ -243,7 +241,6 @@ TEST_P(TasksTest, ConnectionUsedFromAnotherThreadIsExdev) {
         char two[2];
         EXPECT_EQ(0, rn_conn_read_exact(p.acc, two, 2));
         EXPECT_EQ(0, memcmp(two, "ok", 2));
-        ClosePair(&p);
     });
 }
 
@@ -320,7 +317,6 @@ TEST_P(TasksTest, LoopStatsCountersGrowWithIo) {
         EXPECT_GT(after.enter_calls, 0u);
         EXPECT_GT(after.completions, 0u);
         EXPECT_GT(after.task_switches, 0u);
-        ClosePair(&p);
     });
 }
 

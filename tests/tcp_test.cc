@@ -73,9 +73,7 @@ TEST_P(TcpTest, ConnectAcceptAndEchoRoundTrip) {
 }
 
 TEST_P(TcpTest, RemoteAndLocalAddrsAreIpv4ColonPortAndMirrorEachOther) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         std::string cli_remote = rn_conn_remote_addr(p.cli);
         std::string cli_local = rn_conn_local_addr(p.cli);
         EXPECT_EQ("127.0.0.1:" + std::to_string(p.port), cli_remote);
@@ -83,7 +81,6 @@ TEST_P(TcpTest, RemoteAndLocalAddrsAreIpv4ColonPortAndMirrorEachOther) {
         EXPECT_GT(PortOf(cli_local.c_str()), 0) << cli_local;
         EXPECT_EQ(cli_local, rn_conn_remote_addr(p.acc));
         EXPECT_EQ(cli_remote, rn_conn_local_addr(p.acc));
-        ClosePair(&p);
     });
 }
 
@@ -105,17 +102,13 @@ TEST_P(TcpTest, Ipv6LoopbackAddrsAreBracketed) {
         char buf[2];
         EXPECT_EQ(0, rn_conn_read_exact(p.acc, buf, 2));
         EXPECT_EQ(0, memcmp(buf, "v6", 2));
-        ClosePair(&p);
     });
 }
 
 TEST_P(TcpTest, PlainTcpConnectionIsNotTls) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         EXPECT_FALSE(rn_conn_is_tls(p.cli));
         EXPECT_FALSE(rn_conn_is_tls(p.acc));
-        ClosePair(&p);
     });
 }
 
@@ -216,9 +209,7 @@ TEST_P(TcpTest, TwoThousandConcurrentClientsEachGetTheirOwnEcho) {
 }
 
 TEST_P(TcpTest, ReadExactGathersBytesArrivingOneAtATime) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         const std::string data = Pattern(64, 3);
         bool sent = false;
         RNT_SPAWN([&] {
@@ -232,14 +223,11 @@ TEST_P(TcpTest, ReadExactGathersBytesArrivingOneAtATime) {
         EXPECT_EQ(0, rn_conn_read_exact(p.cli, &got[0], got.size())) << rn_last_error();
         EXPECT_EQ(data, got);
         EXPECT_TRUE(WaitUntil([&] { return sent; }));
-        ClosePair(&p);
     });
 }
 
 TEST_P(TcpTest, ReadExactHittingEndOfStreamIsEeofAndTheNextReadReturnsThePartialBytes) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         EXPECT_EQ(0, rn_conn_write_all(p.acc, "0123456789", 10));
         EXPECT_EQ(0, rn_conn_close(p.acc));
         p.acc = nullptr;
@@ -251,14 +239,11 @@ TEST_P(TcpTest, ReadExactHittingEndOfStreamIsEeofAndTheNextReadReturnsThePartial
         ASSERT_EQ(10, n) << "the bytes read_exact had taken were lost";
         EXPECT_EQ(0, memcmp(again, "0123456789", 10));
         EXPECT_EQ(0, rn_conn_read(p.cli, again, sizeof again));
-        ClosePair(&p);
     });
 }
 
 TEST_P(TcpTest, ReadExactPastItsDeadlineKeepsTheBytesForTheNextRead) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         const std::string data = Pattern(64, 9);
         EXPECT_EQ(0, rn_conn_write_all(p.acc, data.data(), 10));
         rn_conn_set_read_deadline(p.cli, 100);
@@ -272,14 +257,11 @@ TEST_P(TcpTest, ReadExactPastItsDeadlineKeepsTheBytesForTheNextRead) {
         EXPECT_EQ(0, rn_conn_write_all(p.acc, data.data() + 10, 54));
         EXPECT_EQ(0, rn_conn_read_exact(p.cli, again, 54)) << rn_last_error();
         EXPECT_EQ(0, memcmp(again, data.data() + 10, 54));
-        ClosePair(&p);
     });
 }
 
 TEST_P(TcpTest, ReadReturnsZeroAfterPeerShutdownWriteAndTheOtherDirectionStillWorks) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         EXPECT_EQ(0, rn_conn_write_all(p.acc, "last", 4));
         EXPECT_EQ(0, rn_conn_shutdown_write(p.acc)) << rn_last_error();
         char buf[16];
@@ -291,14 +273,11 @@ TEST_P(TcpTest, ReadReturnsZeroAfterPeerShutdownWriteAndTheOtherDirectionStillWo
         EXPECT_EQ(0, rn_conn_write_all(p.cli, "after", 5));
         EXPECT_EQ(0, rn_conn_read_exact(p.acc, buf, 5)) << rn_last_error();
         EXPECT_EQ(0, memcmp(buf, "after", 5));
-        ClosePair(&p);
     });
 }
 
 TEST_P(TcpTest, ReadReturnsZeroAfterPeerClose) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         bool closed = false;
         RNT_SPAWN([&] {
             rn_sleep(20);
@@ -310,14 +289,11 @@ TEST_P(TcpTest, ReadReturnsZeroAfterPeerClose) {
         EXPECT_EQ(0, rn_conn_read(p.cli, buf, sizeof buf));
         EXPECT_TRUE(WaitUntil([&] { return closed; }));
         p.acc = nullptr;
-        ClosePair(&p);
     });
 }
 
 TEST_P(TcpTest, WriteAllOfEightMiBToASlowReaderDeliversEveryByte) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         const size_t total = 8u << 20;
         const std::string data = Pattern(total, 11);
         size_t got = 0;
@@ -345,7 +321,6 @@ TEST_P(TcpTest, WriteAllOfEightMiBToASlowReaderDeliversEveryByte) {
         /* No stall (as above): ~0.3 s idle, seconds under a sanitizer on a
          * loaded machine; 50 s (was 10 s). */
         EXPECT_LT(NowMs() - t0, 50000);
-        ClosePair(&p);
     });
 }
 
@@ -379,7 +354,6 @@ TEST_P(TcpTest, WriteToAClosedPeerIsEpipeOrEconnresetAndRaisesNoSigpipe) {
         sigset_t pending;
         ASSERT_EQ(0, sigpending(&pending));
         EXPECT_FALSE(sigismember(&pending, SIGPIPE));
-        ClosePair(&p);
     });
 }
 
@@ -469,9 +443,7 @@ TEST_P(TcpTest, ConnectByNameLocalhostReachesTheListener) {
 }
 
 TEST_P(TcpTest, WriteOfZeroBytesIsZeroAndNullBuffersAreEinval) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         char buf[4];
         EXPECT_EQ(0, rn_conn_write(p.cli, buf, 0));
         EXPECT_EQ(-EINVAL, rn_conn_write(p.cli, nullptr, 4));
@@ -482,14 +454,11 @@ TEST_P(TcpTest, WriteOfZeroBytesIsZeroAndNullBuffersAreEinval) {
         EXPECT_EQ(0, rn_conn_write_all(p.cli, "ok", 2));
         EXPECT_EQ(0, rn_conn_read_exact(p.acc, buf, 2));
         EXPECT_EQ(0, memcmp(buf, "ok", 2));
-        ClosePair(&p);
     });
 }
 
 TEST_P(TcpTest, ReadOfZeroBytesIsEinvalAndReadExactOfZeroIsZeroAtOnce) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         char buf[4];
         /* A 0 from read means end of stream only, so max 0 is refused. */
         EXPECT_EQ(-EINVAL, rn_conn_read(p.cli, buf, 0));
@@ -499,7 +468,6 @@ TEST_P(TcpTest, ReadOfZeroBytesIsEinvalAndReadExactOfZeroIsZeroAtOnce) {
          * return, so kPromptMs (was 50 ms) proves it did not wait. */
         EXPECT_LT(NowMs() - t0, kPromptMs) << "read_exact of nothing waited for data";
         EXPECT_EQ(0, rn_conn_write_all(p.cli, buf, 0));
-        ClosePair(&p);
     });
 }
 
@@ -607,9 +575,7 @@ TEST_P(TcpCountersTest, PingPongReadsCostAboutNoSubmissionEachOnIoUring) {
     const char *ms = getenv("RN_URING_RECV_MULTISHOT");
     if (std::string(backend()) == "io_uring" && ms && std::string(ms) == "0")
         GTEST_SKIP() << "RN_URING_RECV_MULTISHOT=0 turns off the stream reads this counts";
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         constexpr int kRounds = 500;
         int echoed = 0;
         RNT_SPAWN([&] {
@@ -649,7 +615,6 @@ TEST_P(TcpCountersTest, PingPongReadsCostAboutNoSubmissionEachOnIoUring) {
             EXPECT_LE(ops, 2u * kRounds + 2u * kRounds / 10) << "SQEs for " << kRounds << " round trips";
         else /* a write each; a read_exact that got all it asked tries once more and meets EAGAIN */
             EXPECT_LE(ops, 6u * kRounds + 20u) << "syscalls tried for " << kRounds << " round trips";
-        ClosePair(&p);
     });
 }
 
