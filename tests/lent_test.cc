@@ -327,11 +327,10 @@ TEST_P(LentTest, ConcurrentEchoesThroughLentReadsLoseNoByte) {
 TEST_P(LentTest, TlsConnectionsLendThePlaintext) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        rn_tls_config *scfg = rn_tls_server_config(certs->server.c_str(), certs->server_key.c_str());
-        ASSERT_NE(nullptr, scfg) << rn_last_error();
-        rn_tls_config *ccfg = rn_tls_client_config();
-        ASSERT_NE(nullptr, ccfg);
-        ASSERT_EQ(0, rn_tls_config_set_ca_file(ccfg, certs->ca.c_str())) << rn_last_error();
+        TlsConfig scfg = ServerConfig(certs);
+        ASSERT_NE(nullptr, scfg.get());
+        TlsConfig ccfg = ClientConfig(certs);
+        ASSERT_NE(nullptr, ccfg.get());
         rn_server *srv = nullptr;
         ASSERT_EQ(0, rn_tls_listen(&srv, "127.0.0.1", 0, scfg)) << rn_last_error();
         int port = PortOf(rn_server_addr(srv));
@@ -366,8 +365,6 @@ TEST_P(LentTest, TlsConnectionsLendThePlaintext) {
         EXPECT_EQ(msg.size(), got.size());
         EXPECT_TRUE(msg == got);
         EXPECT_EQ(0, rn_server_close(srv));
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 

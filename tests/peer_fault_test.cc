@@ -240,21 +240,6 @@ TEST_P(PeerFaultTest, WriteAfterOurOwnShutdownWriteIsEpipeWithoutSigpipeAndReads
 
 /* ---- TLS: configs and a ringnet TLS pair ------------------------------------------------------ */
 
-rn_tls_config *ClientCfg(const TestCerts *c) {
-    rn_tls_config *cfg = rn_tls_client_config();
-    EXPECT_NE(nullptr, cfg) << rn_last_error();
-    if (cfg != nullptr) {
-        EXPECT_EQ(0, rn_tls_config_set_ca_file(cfg, c->ca.c_str())) << rn_last_error();
-    }
-    return cfg;
-}
-
-rn_tls_config *ServerCfg(const TestCerts *c) {
-    rn_tls_config *cfg = rn_tls_server_config(c->server.c_str(), c->server_key.c_str());
-    EXPECT_NE(nullptr, cfg) << rn_last_error();
-    return cfg;
-}
-
 /* A TLS listener, a ringnet client connected to it and the accepted end,
  * both handshakes done. */
 struct TlsPair {
@@ -297,7 +282,7 @@ void CloseTlsPair(TlsPair *p) {
 TEST_P(PeerFaultTest, TlsHalfCloseIsACleanEndForThePeerWhoseReplyStillArrives) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(certs), *ccfg = ClientCfg(certs);
+        TlsConfig scfg = ServerConfig(certs), ccfg = ClientConfig(certs);
         TlsPair p;
         ASSERT_TRUE(MakeTlsPair(&p, scfg, ccfg));
         ASSERT_EQ(0, rn_conn_write_all(p.cli, "request", 7));
@@ -319,8 +304,6 @@ TEST_P(PeerFaultTest, TlsHalfCloseIsACleanEndForThePeerWhoseReplyStillArrives) {
         ssize_t end = rn_conn_read(p.cli, buf, sizeof buf);
         EXPECT_EQ(0, end) << Err((int)end);
         CloseTlsPair(&p);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -328,7 +311,7 @@ TEST_P(PeerFaultTest, TlsWritesAfterThePeerIsGoneAreEpipeOrEconnresetNeverSigpip
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
         ExpectSigpipeArmed();
-        rn_tls_config *scfg = ServerCfg(certs), *ccfg = ClientCfg(certs);
+        TlsConfig scfg = ServerConfig(certs), ccfg = ClientConfig(certs);
         TlsPair p;
         ASSERT_TRUE(MakeTlsPair(&p, scfg, ccfg));
         ASSERT_EQ(0, rn_conn_close(p.acc));
@@ -353,8 +336,6 @@ TEST_P(PeerFaultTest, TlsWritesAfterThePeerIsGoneAreEpipeOrEconnresetNeverSigpip
         p.cli = nullptr;
         ExpectNoSigpipePending();
         CloseTlsPair(&p);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -363,7 +344,7 @@ TEST_P(PeerFaultTest, TlsWritesAfterThePeerIsGoneAreEpipeOrEconnresetNeverSigpip
 TEST_P(PeerFaultTest, ClientEndingMidHandshakeFailsTheServerHandshakeWithEtlsOrEconnreset) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(certs);
+        TlsConfig scfg = ServerConfig(certs);
         rn_server *s = nullptr;
         ASSERT_EQ(0, rn_tls_listen(&s, "127.0.0.1", 0, scfg)) << rn_last_error();
         int port = PortOf(rn_server_addr(s));
@@ -420,14 +401,13 @@ TEST_P(PeerFaultTest, ClientEndingMidHandshakeFailsTheServerHandshakeWithEtlsOrE
         }
         EXPECT_EQ(fds_before, CountOpenFds());
         EXPECT_EQ(0, rn_server_close(s));
-        rn_tls_config_free(scfg);
     });
 }
 
 TEST_P(PeerFaultTest, ServerEndingMidHandshakeFailsTlsConnectWithEtlsOrEconnreset) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        rn_tls_config *ccfg = ClientCfg(certs);
+        TlsConfig ccfg = ClientConfig(certs);
         /* A raw listener: the test decides how the server side ends. */
         int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         ASSERT_GE(lfd, 0);
@@ -482,7 +462,6 @@ TEST_P(PeerFaultTest, ServerEndingMidHandshakeFailsTlsConnectWithEtlsOrEconnrese
                 rn_conn_close(c);
         }
         close(lfd);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -491,7 +470,7 @@ TEST_P(PeerFaultTest, ServerEndingMidHandshakeFailsTlsConnectWithEtlsOrEconnrese
 TEST_P(PeerFaultTest, ClientRefusedForLackOfACertificateIsEtlsNamingTheAlert) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(certs), *ccfg = ClientCfg(certs);
+        TlsConfig scfg = ServerConfig(certs), ccfg = ClientConfig(certs);
         ASSERT_EQ(0, rn_tls_config_require_client_cert(scfg, certs->ca.c_str())) << rn_last_error();
         rn_server *s = nullptr;
         ASSERT_EQ(0, rn_tls_listen(&s, "127.0.0.1", 0, scfg)) << rn_last_error();
@@ -524,8 +503,6 @@ TEST_P(PeerFaultTest, ClientRefusedForLackOfACertificateIsEtlsNamingTheAlert) {
         if (c)
             rn_conn_close(c);
         EXPECT_EQ(0, rn_server_close(s));
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -534,7 +511,7 @@ TEST_P(PeerFaultTest, ClientRefusedForLackOfACertificateIsEtlsNamingTheAlert) {
 TEST_P(PeerFaultTest, TlsServerKeepsServingWhileSixtyClientsNeverFinishTheirHandshake) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(certs), *ccfg = ClientCfg(certs);
+        TlsConfig scfg = ServerConfig(certs), ccfg = ClientConfig(certs);
         rn_server *s = nullptr;
         ASSERT_EQ(0, rn_tls_listen(&s, "127.0.0.1", 0, scfg)) << rn_last_error();
         int port = PortOf(rn_server_addr(s));
@@ -624,8 +601,6 @@ TEST_P(PeerFaultTest, TlsServerKeepsServingWhileSixtyClientsNeverFinishTheirHand
             close(fd);
         EXPECT_EQ(0, rn_server_close(s));
         EXPECT_EQ(fds_before - 1, CountOpenFds()); /* the listener is gone too */
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
         printf("[ringnet] %s: timed-out handshake: %s\n", GetParam(), timeout_msg.c_str());
     });
 }

@@ -679,11 +679,10 @@ TEST_P(StreamReadTest, ParkedReadersStillWakeWithTheirBytesWhileHoldersKeepEvery
 TEST_P(StreamReadTest, TlsPingPongThenBulkThenPingPongEveryByteInOrder) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        rn_tls_config *scfg = rn_tls_server_config(certs->server.c_str(), certs->server_key.c_str());
-        ASSERT_NE(nullptr, scfg) << rn_last_error();
-        rn_tls_config *ccfg = rn_tls_client_config();
-        ASSERT_NE(nullptr, ccfg);
-        ASSERT_EQ(0, rn_tls_config_set_ca_file(ccfg, certs->ca.c_str())) << rn_last_error();
+        TlsConfig scfg = ServerConfig(certs);
+        ASSERT_NE(nullptr, scfg.get());
+        TlsConfig ccfg = ClientConfig(certs);
+        ASSERT_NE(nullptr, ccfg.get());
         rn_server *srv = nullptr;
         ASSERT_EQ(0, rn_tls_listen(&srv, "127.0.0.1", 0, scfg)) << rn_last_error();
         rn_conn *acc = nullptr, *cli = nullptr;
@@ -715,8 +714,6 @@ TEST_P(StreamReadTest, TlsPingPongThenBulkThenPingPongEveryByteInOrder) {
         EXPECT_EQ(0, end) << Err(end);
         EXPECT_EQ(0, rn_conn_close(acc));
         EXPECT_EQ(0, rn_server_close(srv));
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -1213,9 +1210,8 @@ void StartFakeStarttls(FakeStarttls *f, std::string reply, std::string extra, in
 TEST_P(StreamReadTest, StarttlsAfterPlaintextPingPongRefusesBytesInjectedAfterTheGoAhead) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        rn_tls_config *ccfg = rn_tls_client_config();
-        ASSERT_NE(nullptr, ccfg);
-        ASSERT_EQ(0, rn_tls_config_set_ca_file(ccfg, certs->ca.c_str())) << rn_last_error();
+        TlsConfig ccfg = ClientConfig(certs);
+        ASSERT_NE(nullptr, ccfg.get());
         const std::string go = "220 go ahead\r\n";
         const std::string injected = "250 forged reply\r\n";
         struct Case {
@@ -1253,7 +1249,6 @@ TEST_P(StreamReadTest, StarttlsAfterPlaintextPingPongRefusesBytesInjectedAfterTh
             EXPECT_TRUE(WaitUntil([&] { return f.done; }));
             EXPECT_EQ(0, rn_server_close(f.srv));
         }
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -1263,11 +1258,10 @@ TEST_P(StreamReadTest, StarttlsAfterPlaintextPingPongRefusesBytesInjectedAfterTh
 TEST_P(StreamReadTest, StarttlsAfterPlaintextPingPongUpgradesAndCarriesTls) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        rn_tls_config *scfg = rn_tls_server_config(certs->server.c_str(), certs->server_key.c_str());
-        ASSERT_NE(nullptr, scfg) << rn_last_error();
-        rn_tls_config *ccfg = rn_tls_client_config();
-        ASSERT_NE(nullptr, ccfg);
-        ASSERT_EQ(0, rn_tls_config_set_ca_file(ccfg, certs->ca.c_str())) << rn_last_error();
+        TlsConfig scfg = ServerConfig(certs);
+        ASSERT_NE(nullptr, scfg.get());
+        TlsConfig ccfg = ClientConfig(certs);
+        ASSERT_NE(nullptr, ccfg.get());
         FakeStarttls f;
         StartFakeStarttls(&f, "220 go ahead\r\n", "", 0, scfg);
         rn_conn *c = nullptr;
@@ -1292,8 +1286,6 @@ TEST_P(StreamReadTest, StarttlsAfterPlaintextPingPongUpgradesAndCarriesTls) {
         EXPECT_TRUE(WaitUntil([&] { return f.done; }));
         EXPECT_EQ(0, f.tls_rc) << rn_strerror(f.tls_rc);
         EXPECT_EQ(0, rn_server_close(f.srv));
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -1304,8 +1296,8 @@ TEST_P(StreamReadTest, StarttlsAfterPlaintextPingPongUpgradesAndCarriesTls) {
 TEST_P(StreamReadTest, AcceptTlsAfterPlaintextPingPongRefusesPlaintextPipelinedBehindStarttls) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        rn_tls_config *scfg = rn_tls_server_config(certs->server.c_str(), certs->server_key.c_str());
-        ASSERT_NE(nullptr, scfg) << rn_last_error();
+        TlsConfig scfg = ServerConfig(certs);
+        ASSERT_NE(nullptr, scfg.get());
         Pair p;
         ASSERT_TRUE(MakePair(&p));
         Streams s;
@@ -1323,7 +1315,6 @@ TEST_P(StreamReadTest, AcceptTlsAfterPlaintextPingPongRefusesPlaintextPipelinedB
         EXPECT_EQ(RN_ETLS, rc) << Err(rc);
         EXPECT_LT(NowMs() - t0, kPromptMs) << "the handshake waited instead of seeing the queued plaintext";
         ClosePair(&p);
-        rn_tls_config_free(scfg);
     });
 }
 
