@@ -66,6 +66,23 @@ int64_t NowMs() {
     return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
 }
 
+ssize_t WriteUntilItFails(rn_conn *c) {
+    const std::vector<char> buf(4096, 'x');
+    ssize_t rc = 0;
+    for (int i = 0; i < 200 && rc >= 0; i++) {
+        rc = rn_conn_write(c, buf.data(), buf.size());
+        if (rc >= 0)
+            rn_sleep(1);
+    }
+    return rc;
+}
+
+int64_t MsTaken(const Fn &call) {
+    int64_t t0 = NowMs();
+    call();
+    return NowMs() - t0;
+}
+
 bool WaitUntil(const std::function<bool()> &cond, int64_t timeout_ms) {
     int64_t start = NowMs();
     while (!cond()) {

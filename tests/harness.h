@@ -33,6 +33,14 @@ int Spawn(Fn fn);
 
 /* Monotonic milliseconds, for measuring how long calls take. */
 int64_t NowMs();
+/* How long call took, in ms: `int64_t took = MsTaken([&] { rc = ...; });` */
+int64_t MsTaken(const Fn &call);
+
+/* Write 4 KiB to c, 1 ms apart, until a write fails or 200 have been
+ * taken; the last write's result. For a peer that is gone: the first
+ * writes may still be taken (the peer answers them with a reset), then the
+ * error shows. */
+ssize_t WriteUntilItFails(rn_conn *c);
 
 /* Time limits, and how the tests use the wall clock. A test machine may be
  * loaded (two cores shared by a whole CI, or by four developers) and slowed
@@ -228,6 +236,14 @@ struct Blackhole {
     ~Blackhole();
     int Make(std::string *why);
 };
+/* Declare Blackhole hole and int port, its port; skip the test when none
+ * can be made here. */
+#define RNT_NEED_BLACKHOLE(hole, port)                                                                                 \
+    ::rnt::Blackhole hole;                                                                                             \
+    std::string hole##_why;                                                                                            \
+    const int port = hole.Make(&hole##_why);                                                                           \
+    if (port == 0)                                                                                                     \
+    GTEST_SKIP() << hole##_why
 
 /* A listener and one connection through it, both ends on this thread:
  * cli came from rn_tcp_connect, acc from rn_server_accept. */

@@ -317,12 +317,7 @@ TEST_P(PeerFaultTest, TlsWritesAfterThePeerIsGoneAreEpipeOrEconnresetNeverSigpip
         ASSERT_EQ(0, rn_conn_close(p.acc));
         p.acc = nullptr;
         std::vector<char> buf(4096, 'x');
-        ssize_t rc = 0;
-        for (int i = 0; i < 200 && rc >= 0; i++) {
-            rc = rn_conn_write(p.cli, buf.data(), buf.size());
-            if (rc >= 0)
-                rn_sleep(1);
-        }
+        ssize_t rc = WriteUntilItFails(p.cli);
         EXPECT_TRUE(rc == -EPIPE || rc == -ECONNRESET) << Err((int)rc);
         int again = rn_conn_write_all(p.cli, buf.data(), buf.size());
         EXPECT_TRUE(again == -EPIPE || again == -ECONNRESET) << Err(again);

@@ -320,9 +320,8 @@ size_t FloodAndDrain(rn_conn *cli, rn_conn *srv, int first_ms, int second_ms, bo
     }
     rn_conn_set_write_deadline(cli, first_ms);
     size_t w1 = 0, w2 = 0;
-    int64_t t0 = NowMs();
-    int rc = rn_conn_write_all_n(cli, data.data(), data.size(), &w1);
-    int64_t took = NowMs() - t0;
+    int rc = 0;
+    int64_t took = MsTaken([&] { rc = rn_conn_write_all_n(cli, data.data(), data.size(), &w1); });
     EXPECT_EQ(-ETIMEDOUT, rc) << Err(rc) << " after " << w1 << " bytes: the writer was never held back";
     EXPECT_GE(took, first_ms - 10);
     EXPECT_GT(w1, 0u);
@@ -679,10 +678,8 @@ TEST_P(StreamReadTest, ParkedReadersStillWakeWithTheirBytesWhileHoldersKeepEvery
 TEST_P(StreamReadTest, TlsPingPongThenBulkThenPingPongEveryByteInOrder) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        TlsConfig scfg = ServerConfig(certs);
-        ASSERT_NE(nullptr, scfg.get());
-        TlsConfig ccfg = ClientConfig(certs);
-        ASSERT_NE(nullptr, ccfg.get());
+        TlsConfig scfg = ServerConfig(certs), ccfg = ClientConfig(certs);
+        ASSERT_TRUE(scfg.get() != nullptr && ccfg.get() != nullptr) << "no TLS configs";
         rn_server *srv = nullptr;
         ASSERT_EQ(0, rn_tls_listen(&srv, "127.0.0.1", 0, scfg)) << rn_last_error();
         rn_conn *acc = nullptr, *cli = nullptr;
@@ -726,9 +723,8 @@ TEST_P(StreamReadTest, ReadDeadlineAfterPingPongTimesOutLosesNothingAndABytesAlr
         rn_conn_set_read_deadline(p.acc, 50);
         char buf[65536];
         /* Plain read. */
-        int64_t t0 = NowMs();
-        ssize_t n = rn_conn_read(p.acc, buf, sizeof buf);
-        int64_t took = NowMs() - t0;
+        ssize_t n = 0;
+        int64_t took = MsTaken([&] { n = rn_conn_read(p.acc, buf, sizeof buf); });
         EXPECT_EQ(-ETIMEDOUT, n) << Err(n);
         EXPECT_GE(took, 40);
         EXPECT_LE(took, 50 + kPromptMs); /* the read ends only by its deadline */
@@ -736,9 +732,7 @@ TEST_P(StreamReadTest, ReadDeadlineAfterPingPongTimesOutLosesNothingAndABytesAlr
         EXPECT_NE(nullptr, strstr(rn_last_error(), "deadline")) << rn_last_error();
         /* Lent read. */
         const void *d = &d;
-        t0 = NowMs();
-        n = rn_conn_read_lent(p.acc, &d);
-        took = NowMs() - t0;
+        took = MsTaken([&] { n = rn_conn_read_lent(p.acc, &d); });
         EXPECT_EQ(-ETIMEDOUT, n) << Err(n);
         EXPECT_EQ(nullptr, d);
         EXPECT_GE(took, 40);
@@ -755,9 +749,8 @@ TEST_P(StreamReadTest, ReadDeadlineAfterPingPongTimesOutLosesNothingAndABytesAlr
          * is kept and read first. */
         std::string m2 = Pattern(700, kUpSeed, s.up);
         ASSERT_EQ(0, rn_conn_write_all(p.cli, m2.data(), m2.size()));
-        t0 = NowMs();
-        int rc = rn_conn_read_exact(p.acc, buf, 1000);
-        took = NowMs() - t0;
+        int rc = 0;
+        took = MsTaken([&] { rc = rn_conn_read_exact(p.acc, buf, 1000); });
         EXPECT_EQ(-ETIMEDOUT, rc) << Err(rc);
         EXPECT_GE(took, 40);
         EXPECT_LE(took, 50 + kPromptMs); /* the read ends only by its deadline */
@@ -823,9 +816,7 @@ TEST_P(StreamReadTest, DeadlinesWithTwoTasksParkedInReadOnOneConnection) {
         rn_conn_set_read_deadline(p.acc, 50);
         RNT_SPAWN([&] {
             char buf[4096];
-            int64_t t0 = NowMs();
-            ra = rn_conn_read(p.acc, buf, sizeof buf);
-            t_a = NowMs() - t0;
+            t_a = MsTaken([&] { ra = rn_conn_read(p.acc, buf, sizeof buf); });
         });
         rn_yield(); /* task A is parked with the 50 ms deadline */
         /* B's deadline is far (kNeverMs): B must be woken by the bytes, which
@@ -1258,10 +1249,8 @@ TEST_P(StreamReadTest, StarttlsAfterPlaintextPingPongRefusesBytesInjectedAfterTh
 TEST_P(StreamReadTest, StarttlsAfterPlaintextPingPongUpgradesAndCarriesTls) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        TlsConfig scfg = ServerConfig(certs);
-        ASSERT_NE(nullptr, scfg.get());
-        TlsConfig ccfg = ClientConfig(certs);
-        ASSERT_NE(nullptr, ccfg.get());
+        TlsConfig scfg = ServerConfig(certs), ccfg = ClientConfig(certs);
+        ASSERT_TRUE(scfg.get() != nullptr && ccfg.get() != nullptr) << "no TLS configs";
         FakeStarttls f;
         StartFakeStarttls(&f, "220 go ahead\r\n", "", 0, scfg);
         rn_conn *c = nullptr;

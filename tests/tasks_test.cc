@@ -81,9 +81,7 @@ TEST_P(TasksTest, SpawnedTasksRunInSpawnOrderAndInterleaveAtEachYield) {
 TEST_P(TasksTest, SleepLastsAtLeastItsTimeAndEndsPromptlyAfterIt) {
     OnLoopRun([&] {
         for (int64_t ms : {1, 20, 100}) {
-            int64_t t0 = NowMs();
-            EXPECT_EQ(0, rn_sleep(ms));
-            int64_t took = NowMs() - t0;
+            int64_t took = MsTaken([&] { EXPECT_EQ(0, rn_sleep(ms)); });
             EXPECT_GE(took, ms) << "rn_sleep(" << ms << ") returned early";
             EXPECT_LE(took, ms + kPromptMs) << "rn_sleep(" << ms << ") overslept";
         }

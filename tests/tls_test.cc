@@ -339,9 +339,8 @@ TEST_P(TlsTest, ServerThatAcceptsAndSaysNothingMakesConnectTimeOut) {
         rn_tls_config *cfg = ClientCfg(c->ca);
         rn_set_connect_timeout(300);
         rn_conn *conn = nullptr;
-        int64_t t0 = NowMs();
-        int rc = rn_tls_connect_with(&conn, "localhost", port, cfg);
-        int64_t took = NowMs() - t0;
+        int rc = 0;
+        int64_t took = MsTaken([&] { rc = rn_tls_connect_with(&conn, "localhost", port, cfg); });
         rn_set_connect_timeout(30000);
         EXPECT_EQ(-ETIMEDOUT, rc) << Err(rc);
         EXPECT_GE(took, 290);
@@ -847,9 +846,8 @@ TEST_P(TlsTest, AWriterWaitingForTheTurnTimesOutOnTimeWithoutPollingAndWritesNot
         rn_conn_set_write_deadline(conn, 150);
         rn_stats before, after;
         ASSERT_EQ(0, rn_loop_stats(&before));
-        int64_t t0 = NowMs();
-        ssize_t w = rn_conn_write(conn, "x", 1);
-        int64_t took = NowMs() - t0;
+        ssize_t w = 0;
+        int64_t took = MsTaken([&] { w = rn_conn_write(conn, "x", 1); });
         ASSERT_EQ(0, rn_loop_stats(&after));
         EXPECT_EQ(-ETIMEDOUT, w) << Err((int)w);
         EXPECT_GE(took, 140);
