@@ -23,20 +23,9 @@ RNT_INSTANTIATE_BACKENDS(TlsTest);
 
 std::string Err(int rc) { return std::to_string(rc) + " (" + rn_strerror(rc) + "): " + rn_last_error(); }
 
-rn_tls_config *ClientCfg(const std::string &ca) {
-    rn_tls_config *cfg = rn_tls_client_config();
-    EXPECT_NE(nullptr, cfg) << rn_last_error();
-    if (cfg != nullptr) {
-        EXPECT_EQ(0, rn_tls_config_set_ca_file(cfg, ca.c_str())) << rn_last_error();
-    }
-    return cfg;
-}
-
-rn_tls_config *ServerCfg(const TestCerts *c) {
-    rn_tls_config *cfg = rn_tls_server_config(c->server.c_str(), c->server_key.c_str());
-    EXPECT_NE(nullptr, cfg) << rn_last_error();
-    return cfg;
-}
+/* Raw configs, for the tests that free them at a chosen moment. */
+rn_tls_config *ClientCfg(const std::string &ca) { return ClientConfig(ca).release(); }
+rn_tls_config *ServerCfg(const TestCerts *c) { return ServerConfig(c).release(); }
 
 /* Read until the end of the stream; *end gets the last read's result (0 or
  * an error). */
@@ -141,7 +130,7 @@ TEST_P(TlsTest, ClientTalksToOpensslServerOverTls13) {
         std::string why;
         int port = StartSServer(&s, c->server, c->server_key, {"-tls1_3", "-www"}, &why);
         ASSERT_GT(port, 0) << why;
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         rn_conn *conn = nullptr;
         int rc = rn_tls_connect_with(&conn, "localhost", port, cfg);
         ASSERT_EQ(0, rc) << Err(rc);
@@ -151,7 +140,6 @@ TEST_P(TlsTest, ClientTalksToOpensslServerOverTls13) {
         /* Debian's wolfSSL has no AES-NI: ChaCha20-Poly1305 is preferred. */
         EXPECT_NE(std::string::npos, page.find("TLS_CHACHA20_POLY1305_SHA256")) << page;
         EXPECT_EQ(0, rn_conn_close(conn));
-        rn_tls_config_free(cfg);
     });
 }
 
@@ -162,7 +150,7 @@ TEST_P(TlsTest, ClientTalksToOpensslServerOverTls12WithX25519) {
         std::string why;
         int port = StartSServer(&s, c->server, c->server_key, {"-tls1_2", "-www"}, &why);
         ASSERT_GT(port, 0) << why;
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         rn_conn *conn = nullptr;
         int rc = rn_tls_connect_with(&conn, "localhost", port, cfg);
         ASSERT_EQ(0, rc) << Err(rc);
@@ -172,7 +160,6 @@ TEST_P(TlsTest, ClientTalksToOpensslServerOverTls12WithX25519) {
         /* Our supported_groups, in our order of preference. */
         EXPECT_NE(std::string::npos, (page + s.Output()).find("Supported groups: x25519:secp256r1:secp384r1")) << page;
         EXPECT_EQ(0, rn_conn_close(conn));
-        rn_tls_config_free(cfg);
     });
 }
 
@@ -183,13 +170,12 @@ TEST_P(TlsTest, ClientVerifiesAnIpLiteralAgainstTheIpSubjectAltName) {
         std::string why;
         int port = StartSServer(&s, c->server, c->server_key, {"-www"}, &why);
         ASSERT_GT(port, 0) << why;
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         rn_conn *conn = nullptr;
         int rc = rn_tls_connect_with(&conn, "127.0.0.1", port, cfg);
         ASSERT_EQ(0, rc) << Err(rc);
         EXPECT_NE(std::string::npos, GetStatusPage(conn).find("TLSv1.3"));
         EXPECT_EQ(0, rn_conn_close(conn));
-        rn_tls_config_free(cfg);
     });
 }
 
@@ -213,31 +199,28 @@ void ExpectRefused(const TestCerts *c, const std::string &cert, const std::strin
 TEST_P(TlsTest, RefusesACertificateForAnotherNameAndSaysWhichNames) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         ExpectRefused(c, c->wrongname, c->wrongname_key, "localhost", cfg, RN_ETLS_VERIFY,
                       {"name mismatch", "localhost", "DNS:wrong.example"});
         ExpectRefused(c, c->wrongname, c->wrongname_key, "127.0.0.1", cfg, RN_ETLS_VERIFY,
                       {"name mismatch", "IP address 127.0.0.1", "DNS:wrong.example"});
-        rn_tls_config_free(cfg);
     });
 }
 
 TEST_P(TlsTest, RefusesACertificateFromAnUntrustedIssuer) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         ExpectRefused(c, c->untrusted, c->untrusted_key, "localhost", cfg, RN_ETLS_VERIFY,
                       {"unknown issuer", "untrusted test CA"});
-        rn_tls_config_free(cfg);
     });
 }
 
 TEST_P(TlsTest, RefusesAnExpiredCertificate) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         ExpectRefused(c, c->expired, c->expired_key, "localhost", cfg, RN_ETLS_VERIFY, {"expired", "2021"});
-        rn_tls_config_free(cfg);
     });
 }
 
@@ -318,12 +301,11 @@ TEST_P(TlsTest, ServerThatSendsGarbageIsEtls) {
             rn_sleep(200);
             rn_conn_close(a);
         });
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         rn_conn *conn = nullptr;
         int rc = rn_tls_connect_with(&conn, "localhost", port, cfg);
         EXPECT_EQ(RN_ETLS, rc) << Err(rc);
         EXPECT_EQ(nullptr, conn);
-        rn_tls_config_free(cfg);
         rn_server_close(srv);
     });
 }
@@ -336,7 +318,7 @@ TEST_P(TlsTest, ServerThatAcceptsAndSaysNothingMakesConnectTimeOut) {
         int port = PortOf(rn_server_addr(srv));
         rn_conn *held = nullptr;
         RNT_SPAWN([srv, &held] { EXPECT_EQ(0, rn_server_accept(srv, &held)); });
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         rn_set_connect_timeout(300);
         rn_conn *conn = nullptr;
         int rc = 0;
@@ -348,7 +330,6 @@ TEST_P(TlsTest, ServerThatAcceptsAndSaysNothingMakesConnectTimeOut) {
          * bound (was 1,500 ms) proves it did, kPromptMs (harness.h) past it. */
         EXPECT_LE(took, 300 + kPromptMs);
         EXPECT_NE(std::string::npos, std::string(rn_last_error()).find("handshake")) << rn_last_error();
-        rn_tls_config_free(cfg);
         rn_conn_close(held);
         rn_server_close(srv);
     });
@@ -357,7 +338,7 @@ TEST_P(TlsTest, ServerThatAcceptsAndSaysNothingMakesConnectTimeOut) {
 TEST_P(TlsTest, PeerEndingWithoutCloseNotifyIsTruncation) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         /* SIGKILL: the kernel ends the TCP stream. "Q": s_server closes its
          * socket without SSL_shutdown. Neither sends close_notify. */
         for (bool kill_it : {true, false}) {
@@ -383,7 +364,6 @@ TEST_P(TlsTest, PeerEndingWithoutCloseNotifyIsTruncation) {
             EXPECT_EQ(RN_ETLS_TRUNCATED, rn_conn_read(conn, buf, sizeof buf)); /* and stays so */
             rn_conn_close(conn);
         }
-        rn_tls_config_free(cfg);
     });
 }
 
@@ -395,7 +375,7 @@ TEST_P(TlsTest, PeerEndingWithCloseNotifyIsACleanEndOfStream) {
         /* -www answers one request, then SSL_shutdown. */
         int port = StartSServer(&s, c->server, c->server_key, {"-www"}, &why);
         ASSERT_GT(port, 0) << why;
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         rn_conn *conn = nullptr;
         int rc = rn_tls_connect_with(&conn, "localhost", port, cfg);
         ASSERT_EQ(0, rc) << Err(rc);
@@ -408,7 +388,6 @@ TEST_P(TlsTest, PeerEndingWithCloseNotifyIsACleanEndOfStream) {
         char buf[8];
         EXPECT_EQ(0, rn_conn_read(conn, buf, sizeof buf)); /* the end stays the end */
         rn_conn_close(conn);
-        rn_tls_config_free(cfg);
     });
 }
 
@@ -419,7 +398,7 @@ TEST_P(TlsTest, KeyUpdateFromOpensslServerDuringATransfer) {
         std::string why;
         int port = StartSServer(&s, c->server, c->server_key, {"-tls1_3"}, &why);
         ASSERT_GT(port, 0) << why;
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         rn_conn *conn = nullptr;
         int rc = rn_tls_connect_with(&conn, "localhost", port, cfg);
         ASSERT_EQ(0, rc) << Err(rc);
@@ -448,7 +427,6 @@ TEST_P(TlsTest, KeyUpdateFromOpensslServerDuringATransfer) {
         std::string out = s.Output();
         EXPECT_EQ(std::string::npos, out.find("error")) << out.substr(0, 2000);
         rn_conn_close(conn);
-        rn_tls_config_free(cfg);
     });
 }
 
@@ -457,7 +435,7 @@ TEST_P(TlsTest, KeyUpdateFromOpensslServerDuringATransfer) {
 TEST_P(TlsTest, RingnetServerServesOpensslClientAndAnswersItsKeyUpdate) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
+        TlsConfig scfg = ServerConfig(c);
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
         Proc cl;
@@ -485,7 +463,6 @@ TEST_P(TlsTest, RingnetServerServesOpensslClientAndAnswersItsKeyUpdate) {
         EXPECT_NE(std::string::npos, out.find("Verify return code: 0 (ok)")) << out;
         EXPECT_NE(std::string::npos, out.find("Server Temp Key: X25519")) << out;
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
     });
 }
 
@@ -493,7 +470,7 @@ TEST_P(TlsTest, RingnetServerServesCurlWithAlpnHttp11) {
     RNT_NEED_CERTS(c);
     RNT_NEED_TOOL("curl");
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
+        TlsConfig scfg = ServerConfig(c);
         ASSERT_EQ(0, rn_tls_config_set_alpn(scfg, "http/1.1"));
         rn_server *srv = nullptr;
         ASSERT_EQ(0, rn_tls_listen(&srv, "127.0.0.1", 0, scfg));
@@ -523,15 +500,14 @@ TEST_P(TlsTest, RingnetServerServesCurlWithAlpnHttp11) {
         EXPECT_EQ("http/1.1", alpn);
         EXPECT_EQ(0u, request.find("GET /x HTTP/1.1\r\n")) << request;
         rn_server_close(srv);
-        rn_tls_config_free(scfg);
     });
 }
 
 TEST_P(TlsTest, HandshakeIsDeferredSoASilentClientDoesNotHoldUpAccept) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig ccfg = ClientConfig(c->ca);
         EchoServer e;
         StartEchoServer(&e, scfg, 2);
         /* A client that connects and never says a word... */
@@ -554,8 +530,6 @@ TEST_P(TlsTest, HandshakeIsDeferredSoASilentClientDoesNotHoldUpAccept) {
         rn_conn_close(silent);
         EXPECT_TRUE(WaitUntil([&] { return e.served == 2; }));
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -564,8 +538,8 @@ TEST_P(TlsTest, HandshakeIsDeferredSoASilentClientDoesNotHoldUpAccept) {
 TEST_P(TlsTest, FourMiBFullDuplexEchoBetweenRingnetClientAndServer) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig ccfg = ClientConfig(c->ca);
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
         rn_conn *conn = nullptr;
@@ -598,17 +572,15 @@ TEST_P(TlsTest, FourMiBFullDuplexEchoBetweenRingnetClientAndServer) {
         EXPECT_TRUE(WaitUntil([&] { return e.served == 1; }));
         EXPECT_EQ(0, e.last_error) << "the server's last read: " << Err(e.last_error);
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
 TEST_P(TlsTest, MutualTlsAcceptsAClientCertificateSignedByTheGivenCa) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
+        TlsConfig scfg = ServerConfig(c);
         ASSERT_EQ(0, rn_tls_config_require_client_cert(scfg, c->ca.c_str())) << rn_last_error();
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig ccfg = ClientConfig(c->ca);
         ASSERT_EQ(0, rn_tls_config_set_cert(ccfg, c->client.c_str(), c->client_key.c_str())) << rn_last_error();
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
@@ -623,17 +595,15 @@ TEST_P(TlsTest, MutualTlsAcceptsAClientCertificateSignedByTheGivenCa) {
         EXPECT_TRUE(WaitUntil([&] { return e.served == 1; }));
         EXPECT_EQ(0, e.handshake_failures);
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
 TEST_P(TlsTest, MutualTlsRefusesAClientWithoutACertificate) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
+        TlsConfig scfg = ServerConfig(c);
         ASSERT_EQ(0, rn_tls_config_require_client_cert(scfg, c->ca.c_str())) << rn_last_error();
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig ccfg = ClientConfig(c->ca);
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
         rn_conn *conn = nullptr;
@@ -652,17 +622,15 @@ TEST_P(TlsTest, MutualTlsRefusesAClientWithoutACertificate) {
         EXPECT_EQ(1, e.handshake_failures);
         EXPECT_EQ(RN_ETLS_VERIFY, e.last_error) << rn_strerror(e.last_error);
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
 TEST_P(TlsTest, AlpnNegotiatesTheServersFirstChoiceAmongTheClients) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
+        TlsConfig scfg = ServerConfig(c);
         ASSERT_EQ(0, rn_tls_config_set_alpn(scfg, "h2,http/1.1"));
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig ccfg = ClientConfig(c->ca);
         ASSERT_EQ(0, rn_tls_config_set_alpn(ccfg, "http/1.1,spdy/3"));
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
@@ -675,17 +643,15 @@ TEST_P(TlsTest, AlpnNegotiatesTheServersFirstChoiceAmongTheClients) {
         EXPECT_TRUE(WaitUntil([&] { return e.served == 1; }));
         EXPECT_EQ("http/1.1", e.last_alpn);
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
 TEST_P(TlsTest, AlpnWithNoProtocolInCommonFailsBothSides) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
+        TlsConfig scfg = ServerConfig(c);
         ASSERT_EQ(0, rn_tls_config_set_alpn(scfg, "h2"));
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig ccfg = ClientConfig(c->ca);
         ASSERT_EQ(0, rn_tls_config_set_alpn(ccfg, "http/1.1"));
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
@@ -696,8 +662,6 @@ TEST_P(TlsTest, AlpnWithNoProtocolInCommonFailsBothSides) {
         EXPECT_EQ(1, e.handshake_failures);
         EXPECT_EQ(RN_ETLS, e.last_error);
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -708,7 +672,7 @@ TEST_P(TlsTest, AlpnAgainstOpensslServer) {
         std::string why;
         int port = StartSServer(&s, c->server, c->server_key, {"-alpn", "h2,http/1.1", "-www"}, &why);
         ASSERT_GT(port, 0) << why;
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         ASSERT_EQ(0, rn_tls_config_set_alpn(cfg, "h2"));
         rn_conn *conn = nullptr;
         int rc = rn_tls_connect_with(&conn, "localhost", port, cfg);
@@ -716,15 +680,14 @@ TEST_P(TlsTest, AlpnAgainstOpensslServer) {
         ASSERT_NE(nullptr, rn_conn_alpn(conn));
         EXPECT_STREQ("h2", rn_conn_alpn(conn));
         rn_conn_close(conn);
-        rn_tls_config_free(cfg);
     });
 }
 
 TEST_P(TlsTest, ReadDeadlineLeavesTheTlsSessionUsable) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig ccfg = ClientConfig(c->ca);
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
         rn_conn *conn = nullptr;
@@ -742,16 +705,14 @@ TEST_P(TlsTest, ReadDeadlineLeavesTheTlsSessionUsable) {
         rn_conn_close(conn);
         EXPECT_TRUE(WaitUntil([&] { return e.served == 1; }));
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
 TEST_P(TlsTest, WriteDeadlineLosesAndDuplicatesNothing) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig ccfg = ClientConfig(c->ca);
         rn_server *srv = nullptr;
         ASSERT_EQ(0, rn_tls_listen(&srv, "127.0.0.1", 0, scfg));
         int port = PortOf(rn_server_addr(srv));
@@ -806,8 +767,6 @@ TEST_P(TlsTest, WriteDeadlineLosesAndDuplicatesNothing) {
         rn_conn_close(conn);
         rn_conn_close(acc);
         rn_server_close(srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -820,8 +779,8 @@ TEST_P(TlsTest, WriteDeadlineLosesAndDuplicatesNothing) {
 TEST_P(TlsTest, AWriterWaitingForTheTurnTimesOutOnTimeWithoutPollingAndWritesNothing) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig ccfg = ClientConfig(c->ca);
         rn_server *srv = nullptr;
         ASSERT_EQ(0, rn_tls_listen(&srv, "127.0.0.1", 0, scfg));
         int port = PortOf(rn_server_addr(srv));
@@ -889,16 +848,14 @@ TEST_P(TlsTest, AWriterWaitingForTheTurnTimesOutOnTimeWithoutPollingAndWritesNot
         rn_conn_close(conn);
         rn_conn_close(acc);
         rn_server_close(srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
 TEST_P(TlsTest, AWriteAfterOurOwnCloseNotifyIsEpipeAndSaysSo) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig ccfg = ClientConfig(c->ca);
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
         rn_conn *conn = nullptr;
@@ -910,16 +867,14 @@ TEST_P(TlsTest, AWriteAfterOurOwnCloseNotifyIsEpipeAndSaysSo) {
         rn_conn_close(conn);
         EXPECT_TRUE(WaitUntil([&] { return e.served == 1; }));
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
 TEST_P(TlsTest, ClosingSendsCloseNotifySoThePeerSeesACleanEnd) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig ccfg = ClientConfig(c->ca);
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
         rn_conn *conn = nullptr;
@@ -931,8 +886,6 @@ TEST_P(TlsTest, ClosingSendsCloseNotifySoThePeerSeesACleanEnd) {
         EXPECT_TRUE(WaitUntil([&] { return e.served == 1; }));
         EXPECT_EQ(0, e.last_error) << "the server's last read was " << Err(e.last_error) << ", not 0";
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
