@@ -60,6 +60,19 @@ void CloseRacing(int i, Conn *c, Fn call) {
         << i;
 }
 
+/* A read on *cli with a 2 ms deadline, its close racing the deadline:
+ * RN_ECLOSED or -ETIMEDOUT. */
+void CloseRacingAnExpiringRead(int i, Conn *cli, RaceRounds *rounds) {
+    rn_conn_set_read_deadline(*cli, 2);
+    ssize_t rc = 1;
+    rn_conn *c = *cli;
+    CloseRacing(i, cli, [&] {
+        char buf[8];
+        rc = rn_conn_read(c, buf, sizeof buf);
+    });
+    rounds->Saw(i, (int)rc, rc == RN_ECLOSED || rc == -ETIMEDOUT);
+}
+
 /* "3 -> socket:[123]" for each open descriptor: what a leak check prints. */
 std::string FdList() {
     std::string out;
@@ -111,14 +124,7 @@ TEST_P(RaceTest, CloseRacingAnExpiringReadDeadline400TimesIsEclosedOrEtimedoutAn
         rounds.Run(400, [&](int i) {
             Conn cli, acc;
             ASSERT_TRUE(pairs.Connect(i, &cli, &acc));
-            rn_conn_set_read_deadline(cli, 2);
-            ssize_t rc = 1;
-            rn_conn *c = cli;
-            CloseRacing(i, &cli, [&] {
-                char buf[8];
-                rc = rn_conn_read(c, buf, sizeof buf);
-            });
-            rounds.Saw(i, (int)rc, rc == RN_ECLOSED || rc == -ETIMEDOUT);
+            CloseRacingAnExpiringRead(i, &cli, &rounds);
         });
     });
 }
@@ -460,14 +466,7 @@ TEST_P(RaceTest, CloseRacingAnExpiringTlsReadDeadline100TimesIsEclosedOrEtimedou
             ASSERT_EQ(0, rn_tls_connect_with(cli.out(), "127.0.0.1", port, ccfg)) << rn_last_error();
             ASSERT_TRUE(WaitUntil([&] { return server.Returned(); }, kPromptMs));
             ASSERT_EQ(0, src) << Err(src);
-            rn_conn_set_read_deadline(cli, 2);
-            ssize_t rc = 1;
-            rn_conn *c = cli;
-            CloseRacing(i, &cli, [&] {
-                char buf[8];
-                rc = rn_conn_read(c, buf, sizeof buf);
-            });
-            rounds.Saw(i, (int)rc, rc == RN_ECLOSED || rc == -ETIMEDOUT);
+            CloseRacingAnExpiringRead(i, &cli, &rounds);
         });
     });
 }

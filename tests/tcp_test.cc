@@ -19,38 +19,26 @@ namespace {
 class TcpTest : public BackendTest {};
 RNT_INSTANTIATE_BACKENDS(TcpTest);
 
+/* Listen on host, port 0: the address reported starts with want_prefix
+ * and names a real port, which a client on 127.0.0.1 reaches. */
+void ExpectListenReportsItsRealPort(const char *host, const std::string &want_prefix) {
+    Server s;
+    ASSERT_EQ(0, rn_tcp_listen(s.out(), host, 0)) << rn_last_error();
+    ASSERT_NE(nullptr, s.get());
+    std::string addr = rn_server_addr(s);
+    EXPECT_EQ(0u, addr.rfind(want_prefix, 0)) << addr;
+    int port = PortOf(addr.c_str());
+    EXPECT_GT(port, 0) << addr;
+    Conn c;
+    EXPECT_EQ(0, rn_tcp_connect(c.out(), "127.0.0.1", port)) << rn_last_error();
+}
+
 TEST_P(TcpTest, ListenOnPortZeroReportsTheRealPortInServerAddr) {
-    OnLoopRun([&] {
-        rn_server *s = nullptr;
-        ASSERT_EQ(0, rn_tcp_listen(&s, "127.0.0.1", 0)) << rn_last_error();
-        ASSERT_NE(nullptr, s);
-        std::string addr = rn_server_addr(s);
-        EXPECT_EQ(0u, addr.rfind("127.0.0.1:", 0)) << addr;
-        int port = PortOf(addr.c_str());
-        EXPECT_GT(port, 0) << addr;
-        /* The port is real: a client reaches it. */
-        rn_conn *c = nullptr;
-        EXPECT_EQ(0, rn_tcp_connect(&c, "127.0.0.1", port)) << rn_last_error();
-        if (c != nullptr) {
-            EXPECT_EQ(0, rn_conn_close(c));
-        }
-        EXPECT_EQ(0, rn_server_close(s));
-    });
+    OnLoopRun([&] { ExpectListenReportsItsRealPort("127.0.0.1", "127.0.0.1:"); });
 }
 
 TEST_P(TcpTest, ListenOnNullHostListensOnAllIpv4Addresses) {
-    OnLoopRun([&] {
-        rn_server *s = nullptr;
-        ASSERT_EQ(0, rn_tcp_listen(&s, nullptr, 0)) << rn_last_error();
-        std::string addr = rn_server_addr(s);
-        EXPECT_EQ(0u, addr.rfind("0.0.0.0:", 0)) << addr;
-        rn_conn *c = nullptr;
-        EXPECT_EQ(0, rn_tcp_connect(&c, "127.0.0.1", PortOf(addr.c_str()))) << rn_last_error();
-        if (c != nullptr) {
-            EXPECT_EQ(0, rn_conn_close(c));
-        }
-        EXPECT_EQ(0, rn_server_close(s));
-    });
+    OnLoopRun([&] { ExpectListenReportsItsRealPort(nullptr, "0.0.0.0:"); });
 }
 
 TEST_P(TcpTest, ConnectAcceptAndEchoRoundTrip) {
