@@ -248,6 +248,25 @@ void ClosePair(Pair *p) {
     p->srv = nullptr;
 }
 
+int ListenAndEcho(Server *s, int n, int *served) {
+    int rc = rn_tcp_listen(s->out(), "127.0.0.1", 0);
+    EXPECT_EQ(0, rc) << rn_last_error();
+    if (rc != 0)
+        return 0;
+    SpawnEchoServer(*s, n, served);
+    return PortOf(rn_server_addr(*s));
+}
+
+::testing::AssertionResult ConnectToEcho(Server *s, int *served, Conn *c) {
+    const int port = ListenAndEcho(s, 1, served);
+    if (port <= 0)
+        return ::testing::AssertionFailure() << "no echo server";
+    int rc = rn_tcp_connect(c->out(), "127.0.0.1", port);
+    if (rc != 0)
+        return ::testing::AssertionFailure() << "rn_tcp_connect = " << rc << ": " << rn_last_error();
+    return ::testing::AssertionSuccess();
+}
+
 void SpawnEchoServer(rn_server *s, int n, int *served) {
     RNT_SPAWN([s, n, served] {
         for (int i = 0; i < n; i++) {

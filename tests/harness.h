@@ -268,6 +268,11 @@ void ClosePair(Pair *p);
 /* Accept n clients on s and echo each (read, write_all back) until it ends;
  * *served counts the echo handlers that finished. Spawns tasks. */
 void SpawnEchoServer(rn_server *s, int n, int *served = nullptr);
+/* Listen on 127.0.0.1, port 0, into *s and SpawnEchoServer(*s, n,
+ * served); the port, or 0 (with a failure recorded) if the listen failed. */
+int ListenAndEcho(Server *s, int n, int *served);
+/* ListenAndEcho for one client, and that client connected into *c. */
+::testing::AssertionResult ConnectToEcho(Server *s, int *served, Conn *c);
 
 /* A thread whose loop runs backend (rn_set_backend before anything else,
  * then rn_backend_name must be it), then body. */

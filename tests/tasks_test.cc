@@ -157,21 +157,21 @@ TEST_P(TasksTest, SleepOutsideAnyTaskRunsSpawnedTasksMeanwhile) {
 
 TEST_P(TasksTest, ConnectAndEchoOutsideAnyTaskWithASpawnedServerTask) {
     OnLoop([&] {
-        rn_server *s = nullptr;
-        ASSERT_EQ(0, rn_tcp_listen(&s, "127.0.0.1", 0)) << rn_last_error();
+        Server s;
         int served = 0;
-        SpawnEchoServer(s, 1, &served);
+        const int port = ListenAndEcho(&s, 1, &served);
+        ASSERT_GT(port, 0);
         /* Plain thread code, no rn_run: each call runs the loop (and so the
          * server task) until its own operation is done. */
         std::string back;
         int rc = -1;
-        EchoOnce(PortOf(rn_server_addr(s)), "outside any task", &back, &rc);
+        EchoOnce(port, "outside any task", &back, &rc);
         EXPECT_EQ(0, rc) << rn_strerror(rc) << ": " << rn_last_error();
         EXPECT_EQ("outside any task", back);
         /* rn_run of an empty task returns once the server task is gone too. */
         EXPECT_EQ(0, RunTask([] {}));
         EXPECT_EQ(1, served);
-        EXPECT_EQ(0, rn_server_close(s));
+        EXPECT_EQ(0, s.Close());
     });
 }
 

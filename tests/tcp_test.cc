@@ -43,20 +43,18 @@ TEST_P(TcpTest, ListenOnNullHostListensOnAllIpv4Addresses) {
 
 TEST_P(TcpTest, ConnectAcceptAndEchoRoundTrip) {
     OnLoopRun([&] {
-        rn_server *s = nullptr;
-        ASSERT_EQ(0, rn_tcp_listen(&s, "127.0.0.1", 0)) << rn_last_error();
+        Server s;
+        Conn c;
         int served = 0;
-        SpawnEchoServer(s, 1, &served);
-        rn_conn *c = nullptr;
-        ASSERT_EQ(0, rn_tcp_connect(&c, "127.0.0.1", PortOf(rn_server_addr(s)))) << rn_last_error();
+        ASSERT_TRUE(ConnectToEcho(&s, &served, &c));
         const std::string msg = "hello, ringnet";
         EXPECT_EQ((ssize_t)msg.size(), rn_conn_write(c, msg.data(), msg.size()));
         std::string back(msg.size(), '\0');
         EXPECT_EQ(0, rn_conn_read_exact(c, &back[0], back.size())) << rn_last_error();
         EXPECT_EQ(msg, back);
-        EXPECT_EQ(0, rn_conn_close(c));
+        EXPECT_EQ(0, c.Close());
         EXPECT_TRUE(WaitUntil([&] { return served == 1; }));
-        EXPECT_EQ(0, rn_server_close(s));
+        EXPECT_EQ(0, s.Close());
     });
 }
 
@@ -102,12 +100,10 @@ TEST_P(TcpTest, PlainTcpConnectionIsNotTls) {
 
 TEST_P(TcpTest, FullDuplexOneMiBEchoWithOneTaskWritingAndAnotherReadingOneConnection) {
     OnLoopRun([&] {
-        rn_server *s = nullptr;
-        ASSERT_EQ(0, rn_tcp_listen(&s, "127.0.0.1", 0)) << rn_last_error();
+        Server s;
+        Conn c;
         int served = 0;
-        SpawnEchoServer(s, 1, &served);
-        rn_conn *c = nullptr;
-        ASSERT_EQ(0, rn_tcp_connect(&c, "127.0.0.1", PortOf(rn_server_addr(s)))) << rn_last_error();
+        ASSERT_TRUE(ConnectToEcho(&s, &served, &c));
 
         const size_t total = 1u << 20;
         const std::string data = Pattern(total, 7);
@@ -144,9 +140,9 @@ TEST_P(TcpTest, FullDuplexOneMiBEchoWithOneTaskWritingAndAnotherReadingOneConnec
         EXPECT_EQ(1, read_end) << "the reader stopped early: " << read_end << " " << rn_strerror((int)read_end);
         EXPECT_EQ(total, got);
         EXPECT_EQ(-1, mismatch) << "first wrong byte at offset " << mismatch;
-        EXPECT_EQ(0, rn_conn_close(c));
+        EXPECT_EQ(0, c.Close());
         EXPECT_TRUE(WaitUntil([&] { return served == 1; }));
-        EXPECT_EQ(0, rn_server_close(s));
+        EXPECT_EQ(0, s.Close());
     });
 }
 
