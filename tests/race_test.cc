@@ -333,10 +333,9 @@ TEST_P(RaceTest, CloseDuringAServerHandshakeWithASilentClient200TimesIsEclosedOr
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
         TlsConfig scfg = ServerConfig(certs);
-        ASSERT_NE(nullptr, scfg.get());
         Server s;
-        ASSERT_EQ(0, rn_tls_listen(s.out(), "127.0.0.1", 0, scfg)) << rn_last_error();
-        int port = PortOf(rn_server_addr(s));
+        const int port = ListenTls(&s, scfg);
+        ASSERT_GT(port, 0);
         std::string msg_closed, msg_timeout;
         RaceRounds rounds("handshakes");
         rounds.Run(200, [&](int i) {
@@ -369,10 +368,9 @@ TEST_P(RaceTest, ServerEndClosedAtAnyPointOfARingnetHandshake150TimesEndsBothSid
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
         TlsConfig scfg = ServerConfig(certs), ccfg = ClientConfig(certs);
-        ASSERT_NE(nullptr, scfg.get());
         Server s;
-        ASSERT_EQ(0, rn_tls_listen(s.out(), "127.0.0.1", 0, scfg)) << rn_last_error();
-        int port = PortOf(rn_server_addr(s));
+        const int port = ListenTls(&s, scfg);
+        ASSERT_GT(port, 0);
         std::string fds_list = FdList();
         RaceRounds srv_seen("server"), cli_seen("client");
         srv_seen.Run(150, [&](int i) {
@@ -450,10 +448,9 @@ TEST_P(RaceTest, CloseRacingAnExpiringTlsReadDeadline100TimesIsEclosedOrEtimedou
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
         TlsConfig scfg = ServerConfig(certs), ccfg = ClientConfig(certs);
-        ASSERT_NE(nullptr, scfg.get());
         Server s;
-        ASSERT_EQ(0, rn_tls_listen(s.out(), "127.0.0.1", 0, scfg)) << rn_last_error();
-        int port = PortOf(rn_server_addr(s));
+        const int port = ListenTls(&s, scfg);
+        ASSERT_GT(port, 0);
         RaceRounds rounds("TLS reads");
         rounds.Run(100, [&](int i) {
             Conn acc, cli;

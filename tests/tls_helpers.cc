@@ -105,6 +105,16 @@ TlsConfig ClientConfig(const std::string &ca) {
     return cfg;
 }
 
+int ListenTls(Server *s, rn_tls_config *cfg) {
+    if (cfg == nullptr) {
+        ADD_FAILURE() << "no TLS config to listen with";
+        return 0;
+    }
+    int rc = rn_tls_listen(s->out(), "127.0.0.1", 0, cfg);
+    EXPECT_EQ(0, rc) << rn_last_error();
+    return rc == 0 ? PortOf(rn_server_addr(*s)) : 0;
+}
+
 std::string FindTool(const std::string &name) {
     if (name.find('/') != std::string::npos)
         return access(name.c_str(), X_OK) == 0 ? name : "";

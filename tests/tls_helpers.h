@@ -37,6 +37,9 @@ const TestCerts *Certs(std::string *why);
  * make one fails the test (and the handle is empty). */
 TlsConfig ServerConfig(const TestCerts *certs);
 TlsConfig ClientConfig(const std::string &ca);
+/* rn_tls_listen on 127.0.0.1, port 0, with cfg (which must be made) into
+ * *s: the port, or 0 with a failure recorded. */
+int ListenTls(Server *s, rn_tls_config *cfg);
 inline TlsConfig ClientConfig(const TestCerts *certs) { return ClientConfig(certs->ca); }
 
 /* Full path of an executable on PATH (or the absolute path given), "" if
