@@ -12,6 +12,8 @@ packages=(
     libssl-dev
     # sanitizers (TSan preset), fuzzing, leak checks
     clang-14 libclang-rt-14-dev valgrind
+    # ci/format.sh (the format stage)
+    clang-format-14
     # real peers and tools the tests and demo start
     openssl curl socat iproute2 procps ca-certificates postgresql util-linux coreutils
 )

@@ -16,59 +16,47 @@ namespace {
 class CloseTest : public BackendTest {};
 RNT_INSTANTIATE_BACKENDS(CloseTest);
 
-/* How soon a blocked call must return once its handle is closed. */
-constexpr int64_t kPromptMs = 100;
+/* How soon a blocked call must return once its handle is closed: kPromptMs
+ * (harness.h: 2 s, for a wake-up that takes under 10 ms idle and ~200 ms
+ * under memcheck on a loaded machine). No deadline is set and the peer
+ * sends nothing, so a call the close did not wake would never return. */
 
-TEST_P(CloseTest, CloseFromAnotherTaskWakesABlockedReadWithEclosedWithin100ms) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+TEST_P(CloseTest, CloseFromAnotherTaskWakesABlockedReadWithEclosedPromptly) {
+    OnPair([&](Pair &p) {
         ssize_t rc = 1;
-        int64_t woke_at = -1;
-        RNT_SPAWN([&] {
+        rn_conn *c = p.cli;
+        Blocked read([&] {
             char buf[16];
-            rc = rn_conn_read(p.cli, buf, sizeof buf);
-            woke_at = NowMs();
+            rc = rn_conn_read(c, buf, sizeof buf);
         });
         rn_sleep(50);
-        ASSERT_EQ(-1, woke_at) << "the read returned before the close: " << rc;
-        int64_t t0 = NowMs();
-        EXPECT_EQ(0, rn_conn_close(p.cli));
-        p.cli = nullptr;
-        ASSERT_TRUE(WaitUntil([&] { return woke_at >= 0; }, 2000)) << "the blocked read never returned";
+        ASSERT_FALSE(read.Returned()) << "the read returned before the close: " << rc;
+        ASSERT_TRUE(read.ReturnsPromptlyAfter([&] {
+            EXPECT_EQ(0, rn_conn_close(p.cli));
+            p.cli = nullptr;
+        }));
         EXPECT_EQ(RN_ECLOSED, rc) << rn_strerror((int)rc);
-        EXPECT_LE(woke_at - t0, kPromptMs);
-        ClosePair(&p);
     });
 }
 
-TEST_P(CloseTest, CloseFromAnotherTaskWakesABlockedWriteWithEclosedWithin100ms) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+TEST_P(CloseTest, CloseFromAnotherTaskWakesABlockedWriteWithEclosedPromptly) {
+    OnPair([&](Pair &p) {
         const std::string data(64u << 20, 'c'); /* more than the buffers hold: the peer never reads */
         int rc = 1;
-        int64_t woke_at = -1;
-        RNT_SPAWN([&] {
-            rc = rn_conn_write_all(p.cli, data.data(), data.size());
-            woke_at = NowMs();
-        });
+        rn_conn *c = p.cli;
+        Blocked write([&] { rc = rn_conn_write_all(c, data.data(), data.size()); });
         rn_sleep(100);
-        ASSERT_EQ(-1, woke_at) << "the write returned before the close: " << rc;
-        int64_t t0 = NowMs();
-        EXPECT_EQ(0, rn_conn_close(p.cli));
-        p.cli = nullptr;
-        ASSERT_TRUE(WaitUntil([&] { return woke_at >= 0; }, 2000)) << "the blocked write never returned";
+        ASSERT_FALSE(write.Returned()) << "the write returned before the close: " << rc;
+        ASSERT_TRUE(write.ReturnsPromptlyAfter([&] {
+            EXPECT_EQ(0, rn_conn_close(p.cli));
+            p.cli = nullptr;
+        }));
         EXPECT_EQ(RN_ECLOSED, rc) << rn_strerror(rc);
-        EXPECT_LE(woke_at - t0, kPromptMs);
-        ClosePair(&p);
     });
 }
 
 TEST_P(CloseTest, CloseWakesEveryTaskBlockedOnTheConnection) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         const std::string data(64u << 20, 'c');
         ssize_t read_rc = 1;
         int write_rc = 1, exact_rc = 1, woken = 0;
@@ -90,33 +78,26 @@ TEST_P(CloseTest, CloseWakesEveryTaskBlockedOnTheConnection) {
         ASSERT_EQ(0, woken);
         EXPECT_EQ(0, rn_conn_close(p.cli));
         p.cli = nullptr;
-        EXPECT_TRUE(WaitUntil([&] { return woken == 3; }, 2000)) << woken << " of 3 woke";
+        EXPECT_TRUE(WaitUntil([&] { return woken == 3; })) << woken << " of 3 woke";
         EXPECT_EQ(RN_ECLOSED, read_rc);
         EXPECT_EQ(RN_ECLOSED, write_rc);
         EXPECT_EQ(RN_ECLOSED, exact_rc);
-        ClosePair(&p);
     });
 }
 
-TEST_P(CloseTest, ServerCloseWakesABlockedAcceptWithEclosedWithin100ms) {
+TEST_P(CloseTest, ServerCloseWakesABlockedAcceptWithEclosedPromptly) {
     OnLoopRun([&] {
-        rn_server *s = nullptr;
-        ASSERT_EQ(0, rn_tcp_listen(&s, "127.0.0.1", 0)) << rn_last_error();
+        Server s;
+        ASSERT_EQ(0, rn_tcp_listen(s.out(), "127.0.0.1", 0)) << rn_last_error();
         int rc = 1;
         rn_conn *c = nullptr;
-        int64_t woke_at = -1;
-        RNT_SPAWN([&] {
-            rc = rn_server_accept(s, &c);
-            woke_at = NowMs();
-        });
+        rn_server *srv = s;
+        Blocked accept([&] { rc = rn_server_accept(srv, &c); });
         rn_sleep(50);
-        ASSERT_EQ(-1, woke_at) << "accept returned with no client: " << rc;
-        int64_t t0 = NowMs();
-        EXPECT_EQ(0, rn_server_close(s));
-        ASSERT_TRUE(WaitUntil([&] { return woke_at >= 0; }, 2000)) << "the blocked accept never returned";
+        ASSERT_FALSE(accept.Returned()) << "accept returned with no client: " << rc;
+        ASSERT_TRUE(accept.ReturnsPromptlyAfter([&] { EXPECT_EQ(0, s.Close()); }));
         EXPECT_EQ(RN_ECLOSED, rc) << rn_strerror(rc);
         EXPECT_EQ(nullptr, c);
-        EXPECT_LE(woke_at - t0, kPromptMs);
     });
 }
 
@@ -148,12 +129,12 @@ TEST_P(CloseTest, ClosingTwoHundredConnectionsWithReadsPendingLeaksNoDescriptor)
             rn_sleep(1); /* both reads are blocked in the backend now */
             EXPECT_EQ(0, rn_conn_close(cli));
             EXPECT_EQ(0, rn_conn_close(acc));
-            ASSERT_TRUE(WaitUntil([&] { return done == 2; }, 2000)) << "round " << i;
+            ASSERT_TRUE(WaitUntil([&] { return done == 2; })) << "round " << i;
             /* The peer's read may see the end of stream before its own close. */
             if (cli_rc != RN_ECLOSED || (acc_rc != RN_ECLOSED && acc_rc != 0)) {
                 if (bad++ == 0)
-                    first_bad = "round " + std::to_string(i) + ": cli read " + std::to_string(cli_rc) +
-                                ", acc read " + std::to_string(acc_rc);
+                    first_bad = "round " + std::to_string(i) + ": cli read " + std::to_string(cli_rc) + ", acc read " +
+                                std::to_string(acc_rc);
             }
         }
         EXPECT_EQ(0, bad) << first_bad;
@@ -163,9 +144,7 @@ TEST_P(CloseTest, ClosingTwoHundredConnectionsWithReadsPendingLeaksNoDescriptor)
 }
 
 TEST_P(CloseTest, CloseFromAnotherThreadIsExdevAndClosesNothing) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         int conn_rc = 1, srv_rc = 1;
         std::string err;
         std::thread([&] {
@@ -181,14 +160,9 @@ TEST_P(CloseTest, CloseFromAnotherThreadIsExdevAndClosesNothing) {
         char buf[5];
         EXPECT_EQ(0, rn_conn_read_exact(p.acc, buf, 5)) << rn_last_error();
         EXPECT_EQ(0, memcmp(buf, "alive", 5));
-        rn_conn *c2 = nullptr, *a2 = nullptr;
-        EXPECT_EQ(0, rn_tcp_connect(&c2, "127.0.0.1", p.port));
-        EXPECT_EQ(0, rn_server_accept(p.srv, &a2)) << rn_last_error();
-        if (c2 != nullptr)
-            rn_conn_close(c2);
-        if (a2 != nullptr)
-            rn_conn_close(a2);
-        ClosePair(&p);
+        Conn c2, a2;
+        EXPECT_EQ(0, rn_tcp_connect(c2.out(), "127.0.0.1", p.port));
+        EXPECT_EQ(0, rn_server_accept(p.srv, a2.out())) << rn_last_error();
     });
 }
 

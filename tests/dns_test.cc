@@ -201,11 +201,11 @@ RNT_INSTANTIATE_BACKENDS(DnsHostileTest);
 TEST_P(DnsHostileTest, OverlongAndMalformedNamesAreEdnsAndTheLoopGoesOn) {
     OnLoopRun([&] {
         const std::string names[] = {
-            std::string(300, 'a'),               /* longer than DNS allows */
-            std::string(70, 'b') + ".invalid",   /* a label over 63 bytes */
-            "exa mple.invalid",                  /* a space */
-            "bad\x01name.invalid",               /* a control byte */
-            "..",                                /* empty labels */
+            std::string(300, 'a'),             /* longer than DNS allows */
+            std::string(70, 'b') + ".invalid", /* a label over 63 bytes */
+            "exa mple.invalid",                /* a space */
+            "bad\x01name.invalid",             /* a control byte */
+            "..",                              /* empty labels */
         };
         for (const std::string &n : names) {
             char out[64];

@@ -118,9 +118,7 @@ TEST_P(ErrorsBackendTest, LastErrorIsThreadLocal) {
  * I/O failure gets the call's own; and when another task fails while this
  * one is blocked, this call's sentence is still the one it returns with. */
 TEST_P(ErrorsBackendTest, EachFailedCallLeavesItsOwnMostSpecificSentence) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         EXPECT_EQ(-EINVAL, rn_conn_write(p.cli, nullptr, 5));
         EXPECT_STREQ("write: buf is NULL", rn_last_error());
         EXPECT_EQ(-EINVAL, rn_conn_write_all(p.cli, nullptr, 5));
@@ -146,7 +144,6 @@ TEST_P(ErrorsBackendTest, EachFailedCallLeavesItsOwnMostSpecificSentence) {
         EXPECT_EQ(-ETIMEDOUT, r);
         EXPECT_NE(std::string::npos, after_read.find("read on ")) << after_read;
         EXPECT_NE(std::string::npos, after_read.find("deadline passed")) << after_read;
-        ClosePair(&p);
     });
 }
 

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -65,6 +66,23 @@ int64_t NowMs() {
     return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
 }
 
+ssize_t WriteUntilItFails(rn_conn *c) {
+    const std::vector<char> buf(4096, 'x');
+    ssize_t rc = 0;
+    for (int i = 0; i < 200 && rc >= 0; i++) {
+        rc = rn_conn_write(c, buf.data(), buf.size());
+        if (rc >= 0)
+            rn_sleep(1);
+    }
+    return rc;
+}
+
+int64_t MsTaken(const Fn &call) {
+    int64_t t0 = NowMs();
+    call();
+    return NowMs() - t0;
+}
+
 bool WaitUntil(const std::function<bool()> &cond, int64_t timeout_ms) {
     int64_t start = NowMs();
     while (!cond()) {
@@ -73,6 +91,57 @@ bool WaitUntil(const std::function<bool()> &cond, int64_t timeout_ms) {
         rn_sleep(1);
     }
     return true;
+}
+
+Blocked::Blocked(Fn call) {
+    RNT_SPAWN([state = state_, call = std::move(call)] {
+        state->started = true;
+        call();
+        state->done_at = NowMs();
+    });
+}
+
+::testing::AssertionResult Blocked::ReturnsPromptlyAfter(const Fn &end) const {
+    int64_t t0 = NowMs();
+    end();
+    if (!WaitUntil([this] { return Returned(); }, kPromptMs))
+        return ::testing::AssertionFailure()
+               << "the call had not returned " << NowMs() - t0 << " ms after the event that was to end it";
+    return ::testing::AssertionSuccess() << "returned " << state_->done_at - t0 << " ms after the event";
+}
+
+void RaceRounds::Run(int rounds, const std::function<void(int)> &run) {
+    int fds_before = -1;
+    for (int i = 0; i <= rounds; i++) {
+        if (i == 1)
+            fds_before = CountOpenFds();
+        run(i);
+        if (::testing::Test::HasFatalFailure()) {
+            ADD_FAILURE() << "the rounds stopped at round " << i << "; results until then: " << Tally();
+            return;
+        }
+    }
+    EXPECT_EQ("", first_bad_) << Tally();
+    EXPECT_EQ(fds_before, CountOpenFds()) << "descriptors leaked; rounds ended " << Tally();
+    if (!what_.empty())
+        printf("[ringnet] %s %s: %s\n", rn_backend_name(), what_.c_str(), Tally().c_str());
+}
+
+void RaceRounds::Saw(int round, int rc, bool ok, const std::string &detail) {
+    seen_[rc]++;
+    if (!ok && first_bad_.empty())
+        first_bad_ = "round " + std::to_string(round) + ": " + std::to_string(rc) + " (" + rn_strerror(rc) +
+                     "): " + (detail.empty() ? std::string(rn_last_error()) : detail);
+}
+
+std::string RaceRounds::Tally() const {
+    std::string s;
+    for (const auto &kv : seen_) {
+        if (!s.empty())
+            s += ", ";
+        s += std::string(rn_strerror(kv.first)) + " (" + std::to_string(kv.first) + ") x" + std::to_string(kv.second);
+    }
+    return s;
 }
 
 int PortOf(const char *addr) {
@@ -147,21 +216,23 @@ bool HaveIpv6Loopback(std::string *why) {
 ::testing::AssertionResult MakePair(Pair *p, const char *host) {
     int rc = rn_tcp_listen(&p->srv, host, 0);
     if (rc != 0)
-        return ::testing::AssertionFailure() << "rn_tcp_listen(" << host << ", 0) = " << rc << " ("
-                                             << rn_strerror(rc) << "): " << rn_last_error();
+        return ::testing::AssertionFailure()
+               << "rn_tcp_listen(" << host << ", 0) = " << rc << " (" << rn_strerror(rc) << "): " << rn_last_error();
     p->port = PortOf(rn_server_addr(p->srv));
     if (p->port <= 0)
         return ::testing::AssertionFailure() << "no port in rn_server_addr: " << rn_server_addr(p->srv);
     rc = rn_tcp_connect(&p->cli, host, p->port);
     if (rc != 0)
-        return ::testing::AssertionFailure() << "rn_tcp_connect(" << host << ", " << p->port << ") = " << rc
-                                             << " (" << rn_strerror(rc) << "): " << rn_last_error();
+        return ::testing::AssertionFailure() << "rn_tcp_connect(" << host << ", " << p->port << ") = " << rc << " ("
+                                             << rn_strerror(rc) << "): " << rn_last_error();
     rc = rn_server_accept(p->srv, &p->acc);
     if (rc != 0)
-        return ::testing::AssertionFailure() << "rn_server_accept = " << rc << " (" << rn_strerror(rc)
-                                             << "): " << rn_last_error();
+        return ::testing::AssertionFailure()
+               << "rn_server_accept = " << rc << " (" << rn_strerror(rc) << "): " << rn_last_error();
     return ::testing::AssertionSuccess();
 }
+
+Pair::~Pair() { ClosePair(this); }
 
 void ClosePair(Pair *p) {
     if (p->cli != nullptr) {
@@ -175,6 +246,25 @@ void ClosePair(Pair *p) {
     }
     p->cli = p->acc = nullptr;
     p->srv = nullptr;
+}
+
+int ListenAndEcho(Server *s, int n, int *served) {
+    int rc = rn_tcp_listen(s->out(), "127.0.0.1", 0);
+    EXPECT_EQ(0, rc) << rn_last_error();
+    if (rc != 0)
+        return 0;
+    SpawnEchoServer(*s, n, served);
+    return PortOf(rn_server_addr(*s));
+}
+
+::testing::AssertionResult ConnectToEcho(Server *s, int *served, Conn *c) {
+    const int port = ListenAndEcho(s, 1, served);
+    if (port <= 0)
+        return ::testing::AssertionFailure() << "no echo server";
+    int rc = rn_tcp_connect(c->out(), "127.0.0.1", port);
+    if (rc != 0)
+        return ::testing::AssertionFailure() << "rn_tcp_connect = " << rc << ": " << rn_last_error();
+    return ::testing::AssertionSuccess();
 }
 
 void SpawnEchoServer(rn_server *s, int n, int *served) {
@@ -210,14 +300,11 @@ namespace {
 /* What a test thread asks for: its backend, or "auto" when RNT_AUTO_BACKEND
  * is set (the seccomp test runs part of the suite that way, to check that
  * auto lands on the backend each test names). */
-const char *BackendToAsk(const char *backend) {
-    return getenv("RNT_AUTO_BACKEND") ? "auto" : backend;
-}
+const char *BackendToAsk(const char *backend) { return getenv("RNT_AUTO_BACKEND") ? "auto" : backend; }
 
 void RunOnBackend(const char *backend, const Fn &body) {
     int rc = rn_set_backend(BackendToAsk(backend));
-    ASSERT_EQ(0, rc) << "rn_set_backend(\"" << backend << "\"): " << rn_strerror(rc) << ": "
-                     << rn_last_error();
+    ASSERT_EQ(0, rc) << "rn_set_backend(\"" << backend << "\"): " << rn_strerror(rc) << ": " << rn_last_error();
     const char *name = rn_backend_name();
     ASSERT_NE(nullptr, name) << "the loop did not start: " << rn_last_error();
     ASSERT_STREQ(backend, name) << "reason: " << rn_backend_reason();
@@ -242,8 +329,8 @@ bool BackendUsable(const std::string &backend, std::string *why) {
         std::thread([&] {
             int rc = rn_set_backend(BackendToAsk(backend.c_str()));
             if (rc != 0) {
-                reason = "rn_set_backend(\"" + backend + "\") = " + std::to_string(rc) + " (" +
-                         rn_strerror(rc) + "): " + rn_last_error();
+                reason = "rn_set_backend(\"" + backend + "\") = " + std::to_string(rc) + " (" + rn_strerror(rc) +
+                         "): " + rn_last_error();
                 return;
             }
             const char *name = rn_backend_name();
@@ -300,6 +387,51 @@ void BackendTest::OnLoopRun(const Fn &body) {
         int rc = RunTask(body);
         EXPECT_EQ(0, rc) << "rn_run: " << rn_strerror(rc) << ": " << rn_last_error();
     });
+}
+
+void BackendTest::OnPair(const std::function<void(Pair &)> &body) {
+    OnLoopRun([&] {
+        Pair p;
+        ASSERT_TRUE(MakePair(&p));
+        body(p);
+    });
+}
+
+Blackhole::~Blackhole() {
+    for (int fd : fillers)
+        close(fd);
+    if (listener >= 0)
+        close(listener);
+}
+
+int Blackhole::Make(std::string *why) {
+    listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    if (listener < 0 || bind(listener, (struct sockaddr *)&a, sizeof a) != 0 || listen(listener, 0) != 0 ||
+        getsockname(listener, (struct sockaddr *)&a, &alen) != 0) {
+        *why = std::string("raw listener: ") + strerror(errno);
+        return 0;
+    }
+    /* Connect until one hangs: the queue is then full. */
+    for (int i = 0; i < 8; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        fillers.push_back(fd);
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0)
+            continue;
+        if (errno != EINPROGRESS) {
+            *why = std::string("raw connect: ") + strerror(errno);
+            return 0;
+        }
+        struct pollfd pfd = {fd, POLLOUT, 0};
+        if (poll(&pfd, 1, 100) == 0)
+            return ntohs(a.sin_port); /* this SYN went unanswered */
+    }
+    *why = "a listener with listen(fd, 0) kept answering SYNs: cannot make a loopback connect hang here";
+    return 0;
 }
 
 int RawConnect(int port) {

@@ -29,11 +29,12 @@ namespace {
 class PeerFaultTest : public BackendTest {};
 RNT_INSTANTIATE_BACKENDS(PeerFaultTest);
 
-constexpr int64_t kPromptMs = 300;
+/* How soon a call must fail once the peer's fault has happened: kPromptMs
+ * (harness.h, 2 s; the old bound here was 300 ms). The calls measured have
+ * a longer deadline (5 s) or none, so the bound tells "failed by the fault"
+ * from "failed at the deadline" as well as the result code does. */
 
-std::string Err(int rc) {
-    return std::to_string(rc) + " (" + rn_strerror(rc) + "): " + rn_last_error();
-}
+std::string Err(int rc) { return std::to_string(rc) + " (" + rn_strerror(rc) + "): " + rn_last_error(); }
 
 /* close(2) with SO_LINGER 0: the kernel sends RST instead of FIN. */
 void ResetClose(int fd) {
@@ -123,7 +124,7 @@ TEST_P(PeerFaultTest, PeerResetDuringABlockedWriteAllFailsItPromptlyWithEconnres
         int64_t t0 = NowMs();
         ResetClose(p.raw);
         p.raw = -1;
-        ASSERT_TRUE(WaitUntil([&] { return done_at >= 0; }, 2000)) << "the blocked write never returned";
+        ASSERT_TRUE(WaitUntil([&] { return done_at >= 0; })) << "the blocked write never returned";
         EXPECT_LE(done_at - t0, kPromptMs);
         EXPECT_EQ(-ECONNRESET, rc) << Err(rc);
         EXPECT_NE(std::string::npos, std::string(rn_last_error()).find("reset")) << rn_last_error();
@@ -152,7 +153,7 @@ TEST_P(PeerFaultTest, PeerResetDuringABlockedReadFailsItWithEconnresetThenTheStr
         int64_t t0 = NowMs();
         ResetClose(p.raw);
         p.raw = -1;
-        ASSERT_TRUE(WaitUntil([&] { return done_at >= 0; }, 2000));
+        ASSERT_TRUE(WaitUntil([&] { return done_at >= 0; }));
         EXPECT_LE(done_at - t0, kPromptMs);
         EXPECT_EQ(-ECONNRESET, rc) << Err((int)rc);
         /* The sentence names the peer, although the reset left the socket
@@ -198,7 +199,7 @@ TEST_P(PeerFaultTest, PeerHalfCloseInTheMiddleOfAReadExactIsEeofKeepsTheBytesAnd
         rn_sleep(10);
         ASSERT_FALSE(done);
         ASSERT_EQ(0, shutdown(p.raw, SHUT_WR));
-        ASSERT_TRUE(WaitUntil([&] { return done; }, 2000));
+        ASSERT_TRUE(WaitUntil([&] { return done; }));
         EXPECT_EQ(RN_EEOF, rc) << Err(rc);
         EXPECT_NE(std::string::npos, std::string(rn_last_error()).find("10 of 20")) << rn_last_error();
         /* The 10 bytes come back first, then the end, which stays the end. */
@@ -239,21 +240,6 @@ TEST_P(PeerFaultTest, WriteAfterOurOwnShutdownWriteIsEpipeWithoutSigpipeAndReads
 
 /* ---- TLS: configs and a ringnet TLS pair ------------------------------------------------------ */
 
-rn_tls_config *ClientCfg(const TestCerts *c) {
-    rn_tls_config *cfg = rn_tls_client_config();
-    EXPECT_NE(nullptr, cfg) << rn_last_error();
-    if (cfg != nullptr) {
-        EXPECT_EQ(0, rn_tls_config_set_ca_file(cfg, c->ca.c_str())) << rn_last_error();
-    }
-    return cfg;
-}
-
-rn_tls_config *ServerCfg(const TestCerts *c) {
-    rn_tls_config *cfg = rn_tls_server_config(c->server.c_str(), c->server_key.c_str());
-    EXPECT_NE(nullptr, cfg) << rn_last_error();
-    return cfg;
-}
-
 /* A TLS listener, a ringnet client connected to it and the accepted end,
  * both handshakes done. */
 struct TlsPair {
@@ -278,7 +264,7 @@ struct TlsPair {
     rc = rn_tls_connect_with(&p->cli, "localhost", port, ccfg);
     if (rc != 0)
         return ::testing::AssertionFailure() << "tls_connect: " << Err(rc);
-    if (!WaitUntil([&] { return *sdone; }, 5000) || *src != 0)
+    if (!WaitUntil([&] { return *sdone; }) || *src != 0)
         return ::testing::AssertionFailure() << "server handshake: " << *src;
     return ::testing::AssertionSuccess();
 }
@@ -296,7 +282,7 @@ void CloseTlsPair(TlsPair *p) {
 TEST_P(PeerFaultTest, TlsHalfCloseIsACleanEndForThePeerWhoseReplyStillArrives) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(certs), *ccfg = ClientCfg(certs);
+        TlsConfig scfg = ServerConfig(certs), ccfg = ClientConfig(certs);
         TlsPair p;
         ASSERT_TRUE(MakeTlsPair(&p, scfg, ccfg));
         ASSERT_EQ(0, rn_conn_write_all(p.cli, "request", 7));
@@ -318,8 +304,6 @@ TEST_P(PeerFaultTest, TlsHalfCloseIsACleanEndForThePeerWhoseReplyStillArrives) {
         ssize_t end = rn_conn_read(p.cli, buf, sizeof buf);
         EXPECT_EQ(0, end) << Err((int)end);
         CloseTlsPair(&p);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -327,18 +311,13 @@ TEST_P(PeerFaultTest, TlsWritesAfterThePeerIsGoneAreEpipeOrEconnresetNeverSigpip
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
         ExpectSigpipeArmed();
-        rn_tls_config *scfg = ServerCfg(certs), *ccfg = ClientCfg(certs);
+        TlsConfig scfg = ServerConfig(certs), ccfg = ClientConfig(certs);
         TlsPair p;
         ASSERT_TRUE(MakeTlsPair(&p, scfg, ccfg));
         ASSERT_EQ(0, rn_conn_close(p.acc));
         p.acc = nullptr;
         std::vector<char> buf(4096, 'x');
-        ssize_t rc = 0;
-        for (int i = 0; i < 200 && rc >= 0; i++) {
-            rc = rn_conn_write(p.cli, buf.data(), buf.size());
-            if (rc >= 0)
-                rn_sleep(1);
-        }
+        ssize_t rc = WriteUntilItFails(p.cli);
         EXPECT_TRUE(rc == -EPIPE || rc == -ECONNRESET) << Err((int)rc);
         int again = rn_conn_write_all(p.cli, buf.data(), buf.size());
         EXPECT_TRUE(again == -EPIPE || again == -ECONNRESET) << Err(again);
@@ -352,8 +331,6 @@ TEST_P(PeerFaultTest, TlsWritesAfterThePeerIsGoneAreEpipeOrEconnresetNeverSigpip
         p.cli = nullptr;
         ExpectNoSigpipePending();
         CloseTlsPair(&p);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -362,7 +339,7 @@ TEST_P(PeerFaultTest, TlsWritesAfterThePeerIsGoneAreEpipeOrEconnresetNeverSigpip
 TEST_P(PeerFaultTest, ClientEndingMidHandshakeFailsTheServerHandshakeWithEtlsOrEconnreset) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(certs);
+        TlsConfig scfg = ServerConfig(certs);
         rn_server *s = nullptr;
         ASSERT_EQ(0, rn_tls_listen(&s, "127.0.0.1", 0, scfg)) << rn_last_error();
         int port = PortOf(rn_server_addr(s));
@@ -419,14 +396,13 @@ TEST_P(PeerFaultTest, ClientEndingMidHandshakeFailsTheServerHandshakeWithEtlsOrE
         }
         EXPECT_EQ(fds_before, CountOpenFds());
         EXPECT_EQ(0, rn_server_close(s));
-        rn_tls_config_free(scfg);
     });
 }
 
 TEST_P(PeerFaultTest, ServerEndingMidHandshakeFailsTlsConnectWithEtlsOrEconnreset) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        rn_tls_config *ccfg = ClientCfg(certs);
+        TlsConfig ccfg = ClientConfig(certs);
         /* A raw listener: the test decides how the server side ends. */
         int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         ASSERT_GE(lfd, 0);
@@ -449,8 +425,8 @@ TEST_P(PeerFaultTest, ServerEndingMidHandshakeFailsTlsConnectWithEtlsOrEconnrese
             {"reads the ClientHello and closes", true, false, "", RN_ETLS},
             {"reads the ClientHello and resets", true, true, "", -ECONNRESET},
             {"closes with the ClientHello unread (the kernel resets)", false, false, "", -ECONNRESET},
-            {"answers half a ServerHello record and closes", true, false, std::string("\x16\x03\x03\x00\x7a\x02\x00", 7),
-             RN_ETLS},
+            {"answers half a ServerHello record and closes", true, false,
+             std::string("\x16\x03\x03\x00\x7a\x02\x00", 7), RN_ETLS},
         };
         for (const Case &k : cases) {
             int served = -1;
@@ -481,7 +457,6 @@ TEST_P(PeerFaultTest, ServerEndingMidHandshakeFailsTlsConnectWithEtlsOrEconnrese
                 rn_conn_close(c);
         }
         close(lfd);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -490,7 +465,7 @@ TEST_P(PeerFaultTest, ServerEndingMidHandshakeFailsTlsConnectWithEtlsOrEconnrese
 TEST_P(PeerFaultTest, ClientRefusedForLackOfACertificateIsEtlsNamingTheAlert) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(certs), *ccfg = ClientCfg(certs);
+        TlsConfig scfg = ServerConfig(certs), ccfg = ClientConfig(certs);
         ASSERT_EQ(0, rn_tls_config_require_client_cert(scfg, certs->ca.c_str())) << rn_last_error();
         rn_server *s = nullptr;
         ASSERT_EQ(0, rn_tls_listen(&s, "127.0.0.1", 0, scfg)) << rn_last_error();
@@ -523,8 +498,6 @@ TEST_P(PeerFaultTest, ClientRefusedForLackOfACertificateIsEtlsNamingTheAlert) {
         if (c)
             rn_conn_close(c);
         EXPECT_EQ(0, rn_server_close(s));
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -533,12 +506,17 @@ TEST_P(PeerFaultTest, ClientRefusedForLackOfACertificateIsEtlsNamingTheAlert) {
 TEST_P(PeerFaultTest, TlsServerKeepsServingWhileSixtyClientsNeverFinishTheirHandshake) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(certs), *ccfg = ClientCfg(certs);
+        TlsConfig scfg = ServerConfig(certs), ccfg = ClientConfig(certs);
         rn_server *s = nullptr;
         ASSERT_EQ(0, rn_tls_listen(&s, "127.0.0.1", 0, scfg)) << rn_last_error();
         int port = PortOf(rn_server_addr(s));
         int fds_before = CountOpenFds();
-        constexpr int64_t kHandshakeMs = 1000; /* the connection's deadline bounds its handshake */
+        /* The connection's deadline bounds its handshake. A good client's
+         * whole handshake must fit well inside it (the test's point: it is
+         * not queued behind the bad ones): ~10 ms idle, up to ~500 ms under
+         * TSan on a loaded machine, so 5 s (it was 1 s, which memcheck
+         * passed once); the bad ones then take 5 s to time out. */
+        constexpr int64_t kHandshakeMs = 5000;
         constexpr int kSilent = 40, kSlow = 20, kGood = 2, kClients = kSilent + kSlow + kGood;
         int failed = 0, served = 0, accepted = 0, wrong = 0;
         std::string wrong_msg, timeout_msg;
@@ -587,7 +565,7 @@ TEST_P(PeerFaultTest, TlsServerKeepsServingWhileSixtyClientsNeverFinishTheirHand
         }
         for (int fd : raws)
             ASSERT_GE(fd, 0);
-        ASSERT_TRUE(WaitUntil([&] { return accepted == kSilent + kSlow; }, 5000)) << accepted;
+        ASSERT_TRUE(WaitUntil([&] { return accepted == kSilent + kSlow; })) << accepted;
         /* A real client is served while all sixty handshakes are pending. */
         auto good_client = [&](const char *msg) {
             rn_conn *c = nullptr;
@@ -607,7 +585,7 @@ TEST_P(PeerFaultTest, TlsServerKeepsServingWhileSixtyClientsNeverFinishTheirHand
         good_client("first");
         EXPECT_EQ(0, failed) << "the good client waited for the bad handshakes to time out";
         /* Every bad handshake ends at its deadline, with -ETIMEDOUT. */
-        ASSERT_TRUE(WaitUntil([&] { return failed == kSilent + kSlow; }, kHandshakeMs + 5000)) << failed;
+        ASSERT_TRUE(WaitUntil([&] { return failed == kSilent + kSlow; }, kHandshakeMs + kNeverMs)) << failed;
         EXPECT_EQ(0, wrong) << wrong_msg;
         EXPECT_LE(max_hs_ms, kHandshakeMs + kPromptMs);
         EXPECT_NE(std::string::npos, timeout_msg.find("did not finish before the deadline")) << timeout_msg;
@@ -618,8 +596,6 @@ TEST_P(PeerFaultTest, TlsServerKeepsServingWhileSixtyClientsNeverFinishTheirHand
             close(fd);
         EXPECT_EQ(0, rn_server_close(s));
         EXPECT_EQ(fds_before - 1, CountOpenFds()); /* the listener is gone too */
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
         printf("[ringnet] %s: timed-out handshake: %s\n", GetParam(), timeout_msg.c_str());
     });
 }

@@ -91,10 +91,9 @@ int RunUnderFilter(bool refuse, const std::vector<std::string> &env, const std::
 
 /* Run one DISABLED_SeccompChild test in a child under the filter. */
 int RunChildCase(const char *name, bool refuse, const std::vector<std::string> &env, std::string *out) {
-    return RunUnderFilter(refuse, env,
-                          {std::string("--gtest_filter=DISABLED_SeccompChild.") + name,
-                           "--gtest_also_run_disabled_tests"},
-                          out);
+    return RunUnderFilter(
+        refuse, env, {std::string("--gtest_filter=DISABLED_SeccompChild.") + name, "--gtest_also_run_disabled_tests"},
+        out);
 }
 
 /* Bodies that only make sense in such a child: disabled in normal runs,

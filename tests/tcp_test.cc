@@ -6,8 +6,8 @@
 #include <sys/resource.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -19,63 +19,47 @@ namespace {
 class TcpTest : public BackendTest {};
 RNT_INSTANTIATE_BACKENDS(TcpTest);
 
+/* Listen on host, port 0: the address reported starts with want_prefix
+ * and names a real port, which a client on 127.0.0.1 reaches. */
+void ExpectListenReportsItsRealPort(const char *host, const std::string &want_prefix) {
+    Server s;
+    ASSERT_EQ(0, rn_tcp_listen(s.out(), host, 0)) << rn_last_error();
+    ASSERT_NE(nullptr, s.get());
+    std::string addr = rn_server_addr(s);
+    EXPECT_EQ(0u, addr.rfind(want_prefix, 0)) << addr;
+    int port = PortOf(addr.c_str());
+    EXPECT_GT(port, 0) << addr;
+    Conn c;
+    EXPECT_EQ(0, rn_tcp_connect(c.out(), "127.0.0.1", port)) << rn_last_error();
+}
+
 TEST_P(TcpTest, ListenOnPortZeroReportsTheRealPortInServerAddr) {
-    OnLoopRun([&] {
-        rn_server *s = nullptr;
-        ASSERT_EQ(0, rn_tcp_listen(&s, "127.0.0.1", 0)) << rn_last_error();
-        ASSERT_NE(nullptr, s);
-        std::string addr = rn_server_addr(s);
-        EXPECT_EQ(0u, addr.rfind("127.0.0.1:", 0)) << addr;
-        int port = PortOf(addr.c_str());
-        EXPECT_GT(port, 0) << addr;
-        /* The port is real: a client reaches it. */
-        rn_conn *c = nullptr;
-        EXPECT_EQ(0, rn_tcp_connect(&c, "127.0.0.1", port)) << rn_last_error();
-        if (c != nullptr) {
-            EXPECT_EQ(0, rn_conn_close(c));
-        }
-        EXPECT_EQ(0, rn_server_close(s));
-    });
+    OnLoopRun([&] { ExpectListenReportsItsRealPort("127.0.0.1", "127.0.0.1:"); });
 }
 
 TEST_P(TcpTest, ListenOnNullHostListensOnAllIpv4Addresses) {
-    OnLoopRun([&] {
-        rn_server *s = nullptr;
-        ASSERT_EQ(0, rn_tcp_listen(&s, nullptr, 0)) << rn_last_error();
-        std::string addr = rn_server_addr(s);
-        EXPECT_EQ(0u, addr.rfind("0.0.0.0:", 0)) << addr;
-        rn_conn *c = nullptr;
-        EXPECT_EQ(0, rn_tcp_connect(&c, "127.0.0.1", PortOf(addr.c_str()))) << rn_last_error();
-        if (c != nullptr) {
-            EXPECT_EQ(0, rn_conn_close(c));
-        }
-        EXPECT_EQ(0, rn_server_close(s));
-    });
+    OnLoopRun([&] { ExpectListenReportsItsRealPort(nullptr, "0.0.0.0:"); });
 }
 
 TEST_P(TcpTest, ConnectAcceptAndEchoRoundTrip) {
     OnLoopRun([&] {
-        rn_server *s = nullptr;
-        ASSERT_EQ(0, rn_tcp_listen(&s, "127.0.0.1", 0)) << rn_last_error();
+        Server s;
+        Conn c;
         int served = 0;
-        SpawnEchoServer(s, 1, &served);
-        rn_conn *c = nullptr;
-        ASSERT_EQ(0, rn_tcp_connect(&c, "127.0.0.1", PortOf(rn_server_addr(s)))) << rn_last_error();
+        ASSERT_TRUE(ConnectToEcho(&s, &served, &c));
         const std::string msg = "hello, ringnet";
         EXPECT_EQ((ssize_t)msg.size(), rn_conn_write(c, msg.data(), msg.size()));
         std::string back(msg.size(), '\0');
         EXPECT_EQ(0, rn_conn_read_exact(c, &back[0], back.size())) << rn_last_error();
         EXPECT_EQ(msg, back);
-        EXPECT_EQ(0, rn_conn_close(c));
+        EXPECT_EQ(0, c.Close());
         EXPECT_TRUE(WaitUntil([&] { return served == 1; }));
-        EXPECT_EQ(0, rn_server_close(s));
+        EXPECT_EQ(0, s.Close());
     });
 }
 
 TEST_P(TcpTest, RemoteAndLocalAddrsAreIpv4ColonPortAndMirrorEachOther) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         std::string cli_remote = rn_conn_remote_addr(p.cli);
         std::string cli_local = rn_conn_local_addr(p.cli);
         EXPECT_EQ("127.0.0.1:" + std::to_string(p.port), cli_remote);
@@ -83,7 +67,6 @@ TEST_P(TcpTest, RemoteAndLocalAddrsAreIpv4ColonPortAndMirrorEachOther) {
         EXPECT_GT(PortOf(cli_local.c_str()), 0) << cli_local;
         EXPECT_EQ(cli_local, rn_conn_remote_addr(p.acc));
         EXPECT_EQ(cli_remote, rn_conn_local_addr(p.acc));
-        ClosePair(&p);
     });
 }
 
@@ -105,28 +88,22 @@ TEST_P(TcpTest, Ipv6LoopbackAddrsAreBracketed) {
         char buf[2];
         EXPECT_EQ(0, rn_conn_read_exact(p.acc, buf, 2));
         EXPECT_EQ(0, memcmp(buf, "v6", 2));
-        ClosePair(&p);
     });
 }
 
 TEST_P(TcpTest, PlainTcpConnectionIsNotTls) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         EXPECT_FALSE(rn_conn_is_tls(p.cli));
         EXPECT_FALSE(rn_conn_is_tls(p.acc));
-        ClosePair(&p);
     });
 }
 
 TEST_P(TcpTest, FullDuplexOneMiBEchoWithOneTaskWritingAndAnotherReadingOneConnection) {
     OnLoopRun([&] {
-        rn_server *s = nullptr;
-        ASSERT_EQ(0, rn_tcp_listen(&s, "127.0.0.1", 0)) << rn_last_error();
+        Server s;
+        Conn c;
         int served = 0;
-        SpawnEchoServer(s, 1, &served);
-        rn_conn *c = nullptr;
-        ASSERT_EQ(0, rn_tcp_connect(&c, "127.0.0.1", PortOf(rn_server_addr(s)))) << rn_last_error();
+        ASSERT_TRUE(ConnectToEcho(&s, &served, &c));
 
         const size_t total = 1u << 20;
         const std::string data = Pattern(total, 7);
@@ -158,15 +135,14 @@ TEST_P(TcpTest, FullDuplexOneMiBEchoWithOneTaskWritingAndAnotherReadingOneConnec
             }
             rdone = true;
         });
-        EXPECT_TRUE(WaitUntil([&] { return wdone && rdone; }, 10000)) << "got " << got << " of " << total;
+        EXPECT_TRUE(WaitUntil([&] { return wdone && rdone; })) << "got " << got << " of " << total;
         EXPECT_EQ(0, wrc) << rn_strerror(wrc);
-        EXPECT_EQ(1, read_end) << "the reader stopped early: " << read_end << " "
-                               << rn_strerror((int)read_end);
+        EXPECT_EQ(1, read_end) << "the reader stopped early: " << read_end << " " << rn_strerror((int)read_end);
         EXPECT_EQ(total, got);
         EXPECT_EQ(-1, mismatch) << "first wrong byte at offset " << mismatch;
-        EXPECT_EQ(0, rn_conn_close(c));
+        EXPECT_EQ(0, c.Close());
         EXPECT_TRUE(WaitUntil([&] { return served == 1; }));
-        EXPECT_EQ(0, rn_server_close(s));
+        EXPECT_EQ(0, s.Close());
     });
 }
 
@@ -207,15 +183,17 @@ TEST_P(TcpTest, TwoThousandConcurrentClientsEachGetTheirOwnEcho) {
         EXPECT_EQ(clients, ok) << first_failure;
         EXPECT_EQ(0, failed) << first_failure;
         EXPECT_EQ(clients, served);
-        EXPECT_LT(NowMs() - t0, 10000);
+        /* No stall: a run that crawls (a lost wake-up that only a timer or a
+         * backoff ends) rather than hangs (the watchdog's 60 s). It takes
+         * ~0.5 s idle and a few seconds under TSan on a loaded machine; the
+         * old bound, 10 s, left too little of that room. */
+        EXPECT_LT(NowMs() - t0, 50000);
         EXPECT_EQ(0, rn_server_close(s));
     });
 }
 
 TEST_P(TcpTest, ReadExactGathersBytesArrivingOneAtATime) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         const std::string data = Pattern(64, 3);
         bool sent = false;
         RNT_SPAWN([&] {
@@ -229,14 +207,11 @@ TEST_P(TcpTest, ReadExactGathersBytesArrivingOneAtATime) {
         EXPECT_EQ(0, rn_conn_read_exact(p.cli, &got[0], got.size())) << rn_last_error();
         EXPECT_EQ(data, got);
         EXPECT_TRUE(WaitUntil([&] { return sent; }));
-        ClosePair(&p);
     });
 }
 
 TEST_P(TcpTest, ReadExactHittingEndOfStreamIsEeofAndTheNextReadReturnsThePartialBytes) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         EXPECT_EQ(0, rn_conn_write_all(p.acc, "0123456789", 10));
         EXPECT_EQ(0, rn_conn_close(p.acc));
         p.acc = nullptr;
@@ -248,14 +223,11 @@ TEST_P(TcpTest, ReadExactHittingEndOfStreamIsEeofAndTheNextReadReturnsThePartial
         ASSERT_EQ(10, n) << "the bytes read_exact had taken were lost";
         EXPECT_EQ(0, memcmp(again, "0123456789", 10));
         EXPECT_EQ(0, rn_conn_read(p.cli, again, sizeof again));
-        ClosePair(&p);
     });
 }
 
 TEST_P(TcpTest, ReadExactPastItsDeadlineKeepsTheBytesForTheNextRead) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         const std::string data = Pattern(64, 9);
         EXPECT_EQ(0, rn_conn_write_all(p.acc, data.data(), 10));
         rn_conn_set_read_deadline(p.cli, 100);
@@ -269,14 +241,11 @@ TEST_P(TcpTest, ReadExactPastItsDeadlineKeepsTheBytesForTheNextRead) {
         EXPECT_EQ(0, rn_conn_write_all(p.acc, data.data() + 10, 54));
         EXPECT_EQ(0, rn_conn_read_exact(p.cli, again, 54)) << rn_last_error();
         EXPECT_EQ(0, memcmp(again, data.data() + 10, 54));
-        ClosePair(&p);
     });
 }
 
 TEST_P(TcpTest, ReadReturnsZeroAfterPeerShutdownWriteAndTheOtherDirectionStillWorks) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         EXPECT_EQ(0, rn_conn_write_all(p.acc, "last", 4));
         EXPECT_EQ(0, rn_conn_shutdown_write(p.acc)) << rn_last_error();
         char buf[16];
@@ -288,14 +257,11 @@ TEST_P(TcpTest, ReadReturnsZeroAfterPeerShutdownWriteAndTheOtherDirectionStillWo
         EXPECT_EQ(0, rn_conn_write_all(p.cli, "after", 5));
         EXPECT_EQ(0, rn_conn_read_exact(p.acc, buf, 5)) << rn_last_error();
         EXPECT_EQ(0, memcmp(buf, "after", 5));
-        ClosePair(&p);
     });
 }
 
 TEST_P(TcpTest, ReadReturnsZeroAfterPeerClose) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         bool closed = false;
         RNT_SPAWN([&] {
             rn_sleep(20);
@@ -307,14 +273,11 @@ TEST_P(TcpTest, ReadReturnsZeroAfterPeerClose) {
         EXPECT_EQ(0, rn_conn_read(p.cli, buf, sizeof buf));
         EXPECT_TRUE(WaitUntil([&] { return closed; }));
         p.acc = nullptr;
-        ClosePair(&p);
     });
 }
 
 TEST_P(TcpTest, WriteAllOfEightMiBToASlowReaderDeliversEveryByte) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         const size_t total = 8u << 20;
         const std::string data = Pattern(total, 11);
         size_t got = 0;
@@ -336,11 +299,12 @@ TEST_P(TcpTest, WriteAllOfEightMiBToASlowReaderDeliversEveryByte) {
         });
         int64_t t0 = NowMs();
         EXPECT_EQ(0, rn_conn_write_all(p.cli, data.data(), data.size())) << rn_last_error();
-        EXPECT_TRUE(WaitUntil([&] { return rdone; }, 10000));
+        EXPECT_TRUE(WaitUntil([&] { return rdone; }));
         EXPECT_EQ(total, got);
         EXPECT_EQ(-1, mismatch) << "first wrong byte at offset " << mismatch;
-        EXPECT_LT(NowMs() - t0, 10000);
-        ClosePair(&p);
+        /* No stall (as above): ~0.3 s idle, seconds under a sanitizer on a
+         * loaded machine; 50 s (was 10 s). */
+        EXPECT_LT(NowMs() - t0, 50000);
     });
 }
 
@@ -359,14 +323,7 @@ TEST_P(TcpTest, WriteToAClosedPeerIsEpipeOrEconnresetAndRaisesNoSigpipe) {
         EXPECT_EQ(0, rn_conn_close(p.acc));
         p.acc = nullptr;
         std::vector<char> buf(4096, 'x');
-        ssize_t rc = 0;
-        /* The first writes may still be taken (the peer answers them with a
-         * reset); then the error shows. */
-        for (int i = 0; i < 200 && rc >= 0; i++) {
-            rc = rn_conn_write(p.cli, buf.data(), buf.size());
-            if (rc >= 0)
-                rn_sleep(1);
-        }
+        ssize_t rc = WriteUntilItFails(p.cli);
         EXPECT_TRUE(rc == -EPIPE || rc == -ECONNRESET) << rc << " " << rn_strerror((int)rc);
         int again = rn_conn_write_all(p.cli, buf.data(), buf.size());
         EXPECT_TRUE(again == -EPIPE || again == -ECONNRESET) << again << " " << rn_strerror(again);
@@ -374,7 +331,6 @@ TEST_P(TcpTest, WriteToAClosedPeerIsEpipeOrEconnresetAndRaisesNoSigpipe) {
         sigset_t pending;
         ASSERT_EQ(0, sigpending(&pending));
         EXPECT_FALSE(sigismember(&pending, SIGPIPE));
-        ClosePair(&p);
     });
 }
 
@@ -464,9 +420,7 @@ TEST_P(TcpTest, ConnectByNameLocalhostReachesTheListener) {
 }
 
 TEST_P(TcpTest, WriteOfZeroBytesIsZeroAndNullBuffersAreEinval) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         char buf[4];
         EXPECT_EQ(0, rn_conn_write(p.cli, buf, 0));
         EXPECT_EQ(-EINVAL, rn_conn_write(p.cli, nullptr, 4));
@@ -477,22 +431,20 @@ TEST_P(TcpTest, WriteOfZeroBytesIsZeroAndNullBuffersAreEinval) {
         EXPECT_EQ(0, rn_conn_write_all(p.cli, "ok", 2));
         EXPECT_EQ(0, rn_conn_read_exact(p.acc, buf, 2));
         EXPECT_EQ(0, memcmp(buf, "ok", 2));
-        ClosePair(&p);
     });
 }
 
 TEST_P(TcpTest, ReadOfZeroBytesIsEinvalAndReadExactOfZeroIsZeroAtOnce) {
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         char buf[4];
         /* A 0 from read means end of stream only, so max 0 is refused. */
         EXPECT_EQ(-EINVAL, rn_conn_read(p.cli, buf, 0));
         int64_t t0 = NowMs();
         EXPECT_EQ(0, rn_conn_read_exact(p.cli, buf, 0));
-        EXPECT_LT(NowMs() - t0, 50) << "read_exact of nothing waited for data";
+        /* The peer sends nothing: a read_exact that waited would never
+         * return, so kPromptMs (was 50 ms) proves it did not wait. */
+        EXPECT_LT(NowMs() - t0, kPromptMs) << "read_exact of nothing waited for data";
         EXPECT_EQ(0, rn_conn_write_all(p.cli, buf, 0));
-        ClosePair(&p);
     });
 }
 
@@ -600,9 +552,7 @@ TEST_P(TcpCountersTest, PingPongReadsCostAboutNoSubmissionEachOnIoUring) {
     const char *ms = getenv("RN_URING_RECV_MULTISHOT");
     if (std::string(backend()) == "io_uring" && ms && std::string(ms) == "0")
         GTEST_SKIP() << "RN_URING_RECV_MULTISHOT=0 turns off the stream reads this counts";
-    OnLoopRun([&] {
-        Pair p;
-        ASSERT_TRUE(MakePair(&p));
+    OnPair([&](Pair &p) {
         constexpr int kRounds = 500;
         int echoed = 0;
         RNT_SPAWN([&] {
@@ -642,7 +592,6 @@ TEST_P(TcpCountersTest, PingPongReadsCostAboutNoSubmissionEachOnIoUring) {
             EXPECT_LE(ops, 2u * kRounds + 2u * kRounds / 10) << "SQEs for " << kRounds << " round trips";
         else /* a write each; a read_exact that got all it asked tries once more and meets EAGAIN */
             EXPECT_LE(ops, 6u * kRounds + 20u) << "syscalls tried for " << kRounds << " round trips";
-        ClosePair(&p);
     });
 }
 

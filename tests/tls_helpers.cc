@@ -90,6 +90,31 @@ void RemoveDir(const std::string &dir) {
 
 } // namespace
 
+TlsConfig ServerConfig(const TestCerts *certs) {
+    TlsConfig cfg(rn_tls_server_config(certs->server.c_str(), certs->server_key.c_str()));
+    EXPECT_NE(nullptr, cfg.get()) << rn_last_error();
+    return cfg;
+}
+
+TlsConfig ClientConfig(const std::string &ca) {
+    TlsConfig cfg(rn_tls_client_config());
+    EXPECT_NE(nullptr, cfg.get()) << rn_last_error();
+    if (cfg.get() != nullptr) {
+        EXPECT_EQ(0, rn_tls_config_set_ca_file(cfg, ca.c_str())) << rn_last_error();
+    }
+    return cfg;
+}
+
+int ListenTls(Server *s, rn_tls_config *cfg) {
+    if (cfg == nullptr) {
+        ADD_FAILURE() << "no TLS config to listen with";
+        return 0;
+    }
+    int rc = rn_tls_listen(s->out(), "127.0.0.1", 0, cfg);
+    EXPECT_EQ(0, rc) << rn_last_error();
+    return rc == 0 ? PortOf(rn_server_addr(*s)) : 0;
+}
+
 std::string FindTool(const std::string &name) {
     if (name.find('/') != std::string::npos)
         return access(name.c_str(), X_OK) == 0 ? name : "";
@@ -295,8 +320,7 @@ int FreePort() {
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof a;
     int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
         port = ntohs(a.sin_port);
     if (fd >= 0)
         close(fd);
@@ -308,8 +332,9 @@ int StartSServer(Proc *p, const std::string &cert, const std::string &key, const
     int port = FreePort();
     /* stdbuf: s_server prints some replies (SSL_do_handshake -> 1) with
      * printf, which a file would buffer until exit. */
-    std::vector<std::string> argv = {"stdbuf", "-oL", "openssl", "s_server", "-accept", "127.0.0.1:" + std::to_string(port),
-                                     "-cert", cert, "-key", key};
+    std::vector<std::string> argv = {
+        "stdbuf", "-oL", "openssl", "s_server", "-accept", "127.0.0.1:" + std::to_string(port),
+        "-cert",  cert,  "-key",    key};
     argv.insert(argv.end(), extra.begin(), extra.end());
     if (!p->Start(argv, why))
         return -1;

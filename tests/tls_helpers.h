@@ -32,13 +32,23 @@ struct TestCerts {
  * failed. */
 const TestCerts *Certs(std::string *why);
 
+/* A server configuration with the test server's certificate and key, and a
+ * client configuration trusting ca (certs->ca unless said); a failure to
+ * make one fails the test (and the handle is empty). */
+TlsConfig ServerConfig(const TestCerts *certs);
+TlsConfig ClientConfig(const std::string &ca);
+/* rn_tls_listen on 127.0.0.1, port 0, with cfg (which must be made) into
+ * *s: the port, or 0 with a failure recorded. */
+int ListenTls(Server *s, rn_tls_config *cfg);
+inline TlsConfig ClientConfig(const TestCerts *certs) { return ClientConfig(certs->ca); }
+
 /* Full path of an executable on PATH (or the absolute path given), "" if
  * none. */
 std::string FindTool(const std::string &name);
 
 /* A child process: stdin a pipe, stdout and stderr into one file. */
 class Proc {
-public:
+  public:
     Proc() = default;
     Proc(const Proc &) = delete;
     Proc &operator=(const Proc &) = delete;
@@ -62,7 +72,7 @@ public:
     void Kill(int sig);
     pid_t pid() const { return pid_; }
 
-private:
+  private:
     pid_t pid_ = -1;
     int in_fd_ = -1;
     int status_ = -1;
@@ -79,11 +89,11 @@ int StartSServer(Proc *p, const std::string &cert, const std::string &key, const
 
 /* Sets an environment variable for the life of the object. */
 class ScopedEnv {
-public:
+  public:
     ScopedEnv(const char *name, const char *value);
     ~ScopedEnv();
 
-private:
+  private:
     std::string name_;
     bool had_ = false;
     std::string old_;
@@ -92,15 +102,15 @@ private:
 } // namespace rnt
 
 /* Skip the test (with the reason) when the certificates cannot be made. */
-#define RNT_NEED_CERTS(var)                                                                        \
-    std::string var##_why;                                                                         \
-    const ::rnt::TestCerts *var = ::rnt::Certs(&var##_why);                                        \
-    if (var == nullptr)                                                                            \
+#define RNT_NEED_CERTS(var)                                                                                            \
+    std::string var##_why;                                                                                             \
+    const ::rnt::TestCerts *var = ::rnt::Certs(&var##_why);                                                            \
+    if (var == nullptr)                                                                                                \
     GTEST_SKIP() << var##_why
 
 /* Skip the test when a tool is missing. */
-#define RNT_NEED_TOOL(name)                                                                        \
-    if (::rnt::FindTool(name).empty())                                                             \
+#define RNT_NEED_TOOL(name)                                                                                            \
+    if (::rnt::FindTool(name).empty())                                                                                 \
     GTEST_SKIP() << name << " is not installed (Debian package: " << name << ")"
 
 #endif /* RINGNET_TESTS_TLS_HELPERS_H */

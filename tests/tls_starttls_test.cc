@@ -23,9 +23,7 @@ namespace {
 class StarttlsTest : public BackendTest {};
 RNT_INSTANTIATE_BACKENDS(StarttlsTest);
 
-std::string Err(int rc) {
-    return std::to_string(rc) + " (" + rn_strerror(rc) + "): " + rn_last_error();
-}
+std::string Err(int rc) { return std::to_string(rc) + " (" + rn_strerror(rc) + "): " + rn_last_error(); }
 
 /* One line, a byte at a time, so that nothing past it leaves the kernel:
  * what follows the upgrade point stays where the TLS layer will see it. */
@@ -47,7 +45,7 @@ bool Send(rn_conn *c, const std::string &s) { return rn_conn_write_all(c, s.data
 struct Smtp {
     rn_server *srv = nullptr;
     int port = 0;
-    int tls_rc = 1;       /* rn_conn_accept_tls's result; 1 = not reached */
+    int tls_rc = 1; /* rn_conn_accept_tls's result; 1 = not reached */
     std::vector<std::string> plain_commands;
     std::vector<std::string> tls_lines;
     bool done = false;
@@ -314,7 +312,7 @@ const char kPgBin[] = "/usr/lib/postgresql/15/bin";
 /* A PostgreSQL cluster in a temporary directory, ssl = on with the test
  * certificate, on 127.0.0.1:port; stopped and removed by the destructor. */
 class Postgres {
-public:
+  public:
     bool Start(const TestCerts *c, std::string *why) {
         if (access((std::string(kPgBin) + "/initdb").c_str(), X_OK) != 0) {
             *why = std::string("PostgreSQL 15 is not installed (") + kPgBin + "/initdb; Debian package postgresql)";
@@ -332,16 +330,15 @@ public:
         dir_ = tmpl;
         port_ = FreePort();
         std::string d = dir_;
-        std::string script = "set -e; cd '" + d + "'; chown postgres '" + d + "'; chmod 700 '" + d + "';" +
-                             " cp '" + c->server + "' server.crt; cp '" + c->server_key + "' server.key;" +
-                             " chown postgres server.crt server.key; chmod 600 server.key;" +
-                             " runuser -u postgres -- " + kPgBin + "/initdb -D '" + d +
-                             "/data' -A trust -U postgres >init.log 2>&1;" +
-                             " printf \"ssl = on\\nssl_cert_file = '" + d + "/server.crt'\\nssl_key_file = '" + d +
-                             "/server.key'\\nlisten_addresses = '127.0.0.1'\\nport = " + std::to_string(port_) +
-                             "\\nunix_socket_directories = '" + d + "'\\n\" >> data/postgresql.conf;" +
-                             " runuser -u postgres -- " + kPgBin + "/pg_ctl -D '" + d + "/data' -l '" + d +
-                             "/pg.log' -w -t 30 start >start.log 2>&1";
+        std::string script =
+            "set -e; cd '" + d + "'; chown postgres '" + d + "'; chmod 700 '" + d + "';" + " cp '" + c->server +
+            "' server.crt; cp '" + c->server_key + "' server.key;" +
+            " chown postgres server.crt server.key; chmod 600 server.key;" + " runuser -u postgres -- " + kPgBin +
+            "/initdb -D '" + d + "/data' -A trust -U postgres >init.log 2>&1;" +
+            " printf \"ssl = on\\nssl_cert_file = '" + d + "/server.crt'\\nssl_key_file = '" + d +
+            "/server.key'\\nlisten_addresses = '127.0.0.1'\\nport = " + std::to_string(port_) +
+            "\\nunix_socket_directories = '" + d + "'\\n\" >> data/postgresql.conf;" + " runuser -u postgres -- " +
+            kPgBin + "/pg_ctl -D '" + d + "/data' -l '" + d + "/pg.log' -w -t 30 start >start.log 2>&1";
         started_ = true;
         if (system(("bash -c \"" + Escape(script) + "\"").c_str()) != 0) {
             std::ifstream l1(d + "/init.log"), l2(d + "/pg.log"), l3(d + "/start.log");
@@ -362,7 +359,7 @@ public:
     }
     int port() const { return port_; }
 
-private:
+  private:
     static std::string Escape(const std::string &s) {
         std::string o;
         for (char ch : s) {
@@ -420,8 +417,8 @@ TEST_P(StarttlsTest, PostgresSslRequestUpgradeStartupAndAQueryThatSeesSsl) {
         ASSERT_EQ('S', answer);
         int rc = rn_conn_upgrade_to_tls_with(cl, "localhost", ccfg);
         ASSERT_EQ(0, rc) << Err(rc);
-        std::string params = std::string("user") + '\0' + "postgres" + '\0' + "database" + '\0' + "postgres" +
-                             '\0' + '\0';
+        std::string params =
+            std::string("user") + '\0' + "postgres" + '\0' + "database" + '\0' + "postgres" + '\0' + '\0';
         std::string startup;
         Put32(&startup, (uint32_t)(8 + params.size()));
         Put32(&startup, 196608); /* protocol 3.0 */

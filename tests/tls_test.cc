@@ -21,24 +21,11 @@ namespace {
 class TlsTest : public BackendTest {};
 RNT_INSTANTIATE_BACKENDS(TlsTest);
 
-std::string Err(int rc) {
-    return std::to_string(rc) + " (" + rn_strerror(rc) + "): " + rn_last_error();
-}
+std::string Err(int rc) { return std::to_string(rc) + " (" + rn_strerror(rc) + "): " + rn_last_error(); }
 
-rn_tls_config *ClientCfg(const std::string &ca) {
-    rn_tls_config *cfg = rn_tls_client_config();
-    EXPECT_NE(nullptr, cfg) << rn_last_error();
-    if (cfg != nullptr) {
-        EXPECT_EQ(0, rn_tls_config_set_ca_file(cfg, ca.c_str())) << rn_last_error();
-    }
-    return cfg;
-}
-
-rn_tls_config *ServerCfg(const TestCerts *c) {
-    rn_tls_config *cfg = rn_tls_server_config(c->server.c_str(), c->server_key.c_str());
-    EXPECT_NE(nullptr, cfg) << rn_last_error();
-    return cfg;
-}
+/* Raw configs, for the tests that free them at a chosen moment. */
+rn_tls_config *ClientCfg(const std::string &ca) { return ClientConfig(ca).release(); }
+rn_tls_config *ServerCfg(const TestCerts *c) { return ServerConfig(c).release(); }
 
 /* Read until the end of the stream; *end gets the last read's result (0 or
  * an error). */
@@ -143,7 +130,7 @@ TEST_P(TlsTest, ClientTalksToOpensslServerOverTls13) {
         std::string why;
         int port = StartSServer(&s, c->server, c->server_key, {"-tls1_3", "-www"}, &why);
         ASSERT_GT(port, 0) << why;
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         rn_conn *conn = nullptr;
         int rc = rn_tls_connect_with(&conn, "localhost", port, cfg);
         ASSERT_EQ(0, rc) << Err(rc);
@@ -153,7 +140,6 @@ TEST_P(TlsTest, ClientTalksToOpensslServerOverTls13) {
         /* Debian's wolfSSL has no AES-NI: ChaCha20-Poly1305 is preferred. */
         EXPECT_NE(std::string::npos, page.find("TLS_CHACHA20_POLY1305_SHA256")) << page;
         EXPECT_EQ(0, rn_conn_close(conn));
-        rn_tls_config_free(cfg);
     });
 }
 
@@ -164,7 +150,7 @@ TEST_P(TlsTest, ClientTalksToOpensslServerOverTls12WithX25519) {
         std::string why;
         int port = StartSServer(&s, c->server, c->server_key, {"-tls1_2", "-www"}, &why);
         ASSERT_GT(port, 0) << why;
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         rn_conn *conn = nullptr;
         int rc = rn_tls_connect_with(&conn, "localhost", port, cfg);
         ASSERT_EQ(0, rc) << Err(rc);
@@ -172,10 +158,8 @@ TEST_P(TlsTest, ClientTalksToOpensslServerOverTls12WithX25519) {
         EXPECT_NE(std::string::npos, page.find("TLSv1.2")) << page;
         EXPECT_NE(std::string::npos, page.find("ECDHE-ECDSA-CHACHA20-POLY1305")) << page;
         /* Our supported_groups, in our order of preference. */
-        EXPECT_NE(std::string::npos, (page + s.Output()).find("Supported groups: x25519:secp256r1:secp384r1"))
-            << page;
+        EXPECT_NE(std::string::npos, (page + s.Output()).find("Supported groups: x25519:secp256r1:secp384r1")) << page;
         EXPECT_EQ(0, rn_conn_close(conn));
-        rn_tls_config_free(cfg);
     });
 }
 
@@ -186,13 +170,12 @@ TEST_P(TlsTest, ClientVerifiesAnIpLiteralAgainstTheIpSubjectAltName) {
         std::string why;
         int port = StartSServer(&s, c->server, c->server_key, {"-www"}, &why);
         ASSERT_GT(port, 0) << why;
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         rn_conn *conn = nullptr;
         int rc = rn_tls_connect_with(&conn, "127.0.0.1", port, cfg);
         ASSERT_EQ(0, rc) << Err(rc);
         EXPECT_NE(std::string::npos, GetStatusPage(conn).find("TLSv1.3"));
         EXPECT_EQ(0, rn_conn_close(conn));
-        rn_tls_config_free(cfg);
     });
 }
 
@@ -216,31 +199,28 @@ void ExpectRefused(const TestCerts *c, const std::string &cert, const std::strin
 TEST_P(TlsTest, RefusesACertificateForAnotherNameAndSaysWhichNames) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         ExpectRefused(c, c->wrongname, c->wrongname_key, "localhost", cfg, RN_ETLS_VERIFY,
                       {"name mismatch", "localhost", "DNS:wrong.example"});
         ExpectRefused(c, c->wrongname, c->wrongname_key, "127.0.0.1", cfg, RN_ETLS_VERIFY,
                       {"name mismatch", "IP address 127.0.0.1", "DNS:wrong.example"});
-        rn_tls_config_free(cfg);
     });
 }
 
 TEST_P(TlsTest, RefusesACertificateFromAnUntrustedIssuer) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         ExpectRefused(c, c->untrusted, c->untrusted_key, "localhost", cfg, RN_ETLS_VERIFY,
                       {"unknown issuer", "untrusted test CA"});
-        rn_tls_config_free(cfg);
     });
 }
 
 TEST_P(TlsTest, RefusesAnExpiredCertificate) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         ExpectRefused(c, c->expired, c->expired_key, "localhost", cfg, RN_ETLS_VERIFY, {"expired", "2021"});
-        rn_tls_config_free(cfg);
     });
 }
 
@@ -321,12 +301,11 @@ TEST_P(TlsTest, ServerThatSendsGarbageIsEtls) {
             rn_sleep(200);
             rn_conn_close(a);
         });
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         rn_conn *conn = nullptr;
         int rc = rn_tls_connect_with(&conn, "localhost", port, cfg);
         EXPECT_EQ(RN_ETLS, rc) << Err(rc);
         EXPECT_EQ(nullptr, conn);
-        rn_tls_config_free(cfg);
         rn_server_close(srv);
     });
 }
@@ -339,18 +318,18 @@ TEST_P(TlsTest, ServerThatAcceptsAndSaysNothingMakesConnectTimeOut) {
         int port = PortOf(rn_server_addr(srv));
         rn_conn *held = nullptr;
         RNT_SPAWN([srv, &held] { EXPECT_EQ(0, rn_server_accept(srv, &held)); });
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         rn_set_connect_timeout(300);
         rn_conn *conn = nullptr;
-        int64_t t0 = NowMs();
-        int rc = rn_tls_connect_with(&conn, "localhost", port, cfg);
-        int64_t took = NowMs() - t0;
+        int rc = 0;
+        int64_t took = MsTaken([&] { rc = rn_tls_connect_with(&conn, "localhost", port, cfg); });
         rn_set_connect_timeout(30000);
         EXPECT_EQ(-ETIMEDOUT, rc) << Err(rc);
         EXPECT_GE(took, 290);
-        EXPECT_LE(took, 1500);
+        /* The peer never answers: only the timeout ends the connect; the
+         * bound (was 1,500 ms) proves it did, kPromptMs (harness.h) past it. */
+        EXPECT_LE(took, 300 + kPromptMs);
         EXPECT_NE(std::string::npos, std::string(rn_last_error()).find("handshake")) << rn_last_error();
-        rn_tls_config_free(cfg);
         rn_conn_close(held);
         rn_server_close(srv);
     });
@@ -359,7 +338,7 @@ TEST_P(TlsTest, ServerThatAcceptsAndSaysNothingMakesConnectTimeOut) {
 TEST_P(TlsTest, PeerEndingWithoutCloseNotifyIsTruncation) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         /* SIGKILL: the kernel ends the TCP stream. "Q": s_server closes its
          * socket without SSL_shutdown. Neither sends close_notify. */
         for (bool kill_it : {true, false}) {
@@ -385,7 +364,6 @@ TEST_P(TlsTest, PeerEndingWithoutCloseNotifyIsTruncation) {
             EXPECT_EQ(RN_ETLS_TRUNCATED, rn_conn_read(conn, buf, sizeof buf)); /* and stays so */
             rn_conn_close(conn);
         }
-        rn_tls_config_free(cfg);
     });
 }
 
@@ -397,7 +375,7 @@ TEST_P(TlsTest, PeerEndingWithCloseNotifyIsACleanEndOfStream) {
         /* -www answers one request, then SSL_shutdown. */
         int port = StartSServer(&s, c->server, c->server_key, {"-www"}, &why);
         ASSERT_GT(port, 0) << why;
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         rn_conn *conn = nullptr;
         int rc = rn_tls_connect_with(&conn, "localhost", port, cfg);
         ASSERT_EQ(0, rc) << Err(rc);
@@ -410,7 +388,6 @@ TEST_P(TlsTest, PeerEndingWithCloseNotifyIsACleanEndOfStream) {
         char buf[8];
         EXPECT_EQ(0, rn_conn_read(conn, buf, sizeof buf)); /* the end stays the end */
         rn_conn_close(conn);
-        rn_tls_config_free(cfg);
     });
 }
 
@@ -421,7 +398,7 @@ TEST_P(TlsTest, KeyUpdateFromOpensslServerDuringATransfer) {
         std::string why;
         int port = StartSServer(&s, c->server, c->server_key, {"-tls1_3"}, &why);
         ASSERT_GT(port, 0) << why;
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         rn_conn *conn = nullptr;
         int rc = rn_tls_connect_with(&conn, "localhost", port, cfg);
         ASSERT_EQ(0, rc) << Err(rc);
@@ -450,7 +427,6 @@ TEST_P(TlsTest, KeyUpdateFromOpensslServerDuringATransfer) {
         std::string out = s.Output();
         EXPECT_EQ(std::string::npos, out.find("error")) << out.substr(0, 2000);
         rn_conn_close(conn);
-        rn_tls_config_free(cfg);
     });
 }
 
@@ -459,14 +435,14 @@ TEST_P(TlsTest, KeyUpdateFromOpensslServerDuringATransfer) {
 TEST_P(TlsTest, RingnetServerServesOpensslClientAndAnswersItsKeyUpdate) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
+        TlsConfig scfg = ServerConfig(c);
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
         Proc cl;
         std::string why;
-        ASSERT_TRUE(cl.Start({"openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(e.port),
-                              "-servername", "localhost", "-verify_hostname", "localhost", "-CAfile", c->ca,
-                              "-verify_return_error", "-tls1_3"},
+        ASSERT_TRUE(cl.Start({"openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(e.port), "-servername",
+                              "localhost", "-verify_hostname", "localhost", "-CAfile", c->ca, "-verify_return_error",
+                              "-tls1_3"},
                              &why))
             << why;
         ASSERT_TRUE(cl.Write("hello-ringnet\n"));
@@ -487,7 +463,6 @@ TEST_P(TlsTest, RingnetServerServesOpensslClientAndAnswersItsKeyUpdate) {
         EXPECT_NE(std::string::npos, out.find("Verify return code: 0 (ok)")) << out;
         EXPECT_NE(std::string::npos, out.find("Server Temp Key: X25519")) << out;
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
     });
 }
 
@@ -495,7 +470,7 @@ TEST_P(TlsTest, RingnetServerServesCurlWithAlpnHttp11) {
     RNT_NEED_CERTS(c);
     RNT_NEED_TOOL("curl");
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
+        TlsConfig scfg = ServerConfig(c);
         ASSERT_EQ(0, rn_tls_config_set_alpn(scfg, "http/1.1"));
         rn_server *srv = nullptr;
         ASSERT_EQ(0, rn_tls_listen(&srv, "127.0.0.1", 0, scfg));
@@ -516,24 +491,23 @@ TEST_P(TlsTest, RingnetServerServesCurlWithAlpnHttp11) {
         Proc curl;
         std::string why;
         std::string url = "https://localhost:" + std::to_string(port) + "/x";
-        ASSERT_TRUE(curl.Start({"curl", "-sS", "--cacert", c->ca, "--resolve",
-                                "localhost:" + std::to_string(port) + ":127.0.0.1", url},
-                               &why))
+        ASSERT_TRUE(curl.Start(
+            {"curl", "-sS", "--cacert", c->ca, "--resolve", "localhost:" + std::to_string(port) + ":127.0.0.1", url},
+            &why))
             << why;
         EXPECT_EQ(0, curl.Wait(15000)) << curl.Output();
         EXPECT_EQ("hello, curl!\n", curl.Output());
         EXPECT_EQ("http/1.1", alpn);
         EXPECT_EQ(0u, request.find("GET /x HTTP/1.1\r\n")) << request;
         rn_server_close(srv);
-        rn_tls_config_free(scfg);
     });
 }
 
 TEST_P(TlsTest, HandshakeIsDeferredSoASilentClientDoesNotHoldUpAccept) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig ccfg = ClientConfig(c->ca);
         EchoServer e;
         StartEchoServer(&e, scfg, 2);
         /* A client that connects and never says a word... */
@@ -547,14 +521,15 @@ TEST_P(TlsTest, HandshakeIsDeferredSoASilentClientDoesNotHoldUpAccept) {
         ASSERT_EQ(0, rn_conn_write_all(conn, "abc", 3));
         char buf[3];
         ASSERT_EQ(0, rn_conn_read_exact(conn, buf, 3)) << rn_last_error();
-        EXPECT_LT(NowMs() - t0, 2000);
+        /* Not queued behind the silent client, whose handshake never ends:
+         * a handshake and an echo take ~10 ms idle and up to ~1 s under a
+         * sanitizer on a loaded machine; 10 s (was 2 s). */
+        EXPECT_LT(NowMs() - t0, 10000);
         EXPECT_EQ(0, memcmp(buf, "abc", 3));
         rn_conn_close(conn);
         rn_conn_close(silent);
         EXPECT_TRUE(WaitUntil([&] { return e.served == 2; }));
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -563,8 +538,8 @@ TEST_P(TlsTest, HandshakeIsDeferredSoASilentClientDoesNotHoldUpAccept) {
 TEST_P(TlsTest, FourMiBFullDuplexEchoBetweenRingnetClientAndServer) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig ccfg = ClientConfig(c->ca);
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
         rn_conn *conn = nullptr;
@@ -597,17 +572,15 @@ TEST_P(TlsTest, FourMiBFullDuplexEchoBetweenRingnetClientAndServer) {
         EXPECT_TRUE(WaitUntil([&] { return e.served == 1; }));
         EXPECT_EQ(0, e.last_error) << "the server's last read: " << Err(e.last_error);
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
 TEST_P(TlsTest, MutualTlsAcceptsAClientCertificateSignedByTheGivenCa) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
+        TlsConfig scfg = ServerConfig(c);
         ASSERT_EQ(0, rn_tls_config_require_client_cert(scfg, c->ca.c_str())) << rn_last_error();
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig ccfg = ClientConfig(c->ca);
         ASSERT_EQ(0, rn_tls_config_set_cert(ccfg, c->client.c_str(), c->client_key.c_str())) << rn_last_error();
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
@@ -622,17 +595,15 @@ TEST_P(TlsTest, MutualTlsAcceptsAClientCertificateSignedByTheGivenCa) {
         EXPECT_TRUE(WaitUntil([&] { return e.served == 1; }));
         EXPECT_EQ(0, e.handshake_failures);
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
 TEST_P(TlsTest, MutualTlsRefusesAClientWithoutACertificate) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
+        TlsConfig scfg = ServerConfig(c);
         ASSERT_EQ(0, rn_tls_config_require_client_cert(scfg, c->ca.c_str())) << rn_last_error();
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig ccfg = ClientConfig(c->ca);
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
         rn_conn *conn = nullptr;
@@ -651,17 +622,15 @@ TEST_P(TlsTest, MutualTlsRefusesAClientWithoutACertificate) {
         EXPECT_EQ(1, e.handshake_failures);
         EXPECT_EQ(RN_ETLS_VERIFY, e.last_error) << rn_strerror(e.last_error);
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
 TEST_P(TlsTest, AlpnNegotiatesTheServersFirstChoiceAmongTheClients) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
+        TlsConfig scfg = ServerConfig(c);
         ASSERT_EQ(0, rn_tls_config_set_alpn(scfg, "h2,http/1.1"));
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig ccfg = ClientConfig(c->ca);
         ASSERT_EQ(0, rn_tls_config_set_alpn(ccfg, "http/1.1,spdy/3"));
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
@@ -674,17 +643,15 @@ TEST_P(TlsTest, AlpnNegotiatesTheServersFirstChoiceAmongTheClients) {
         EXPECT_TRUE(WaitUntil([&] { return e.served == 1; }));
         EXPECT_EQ("http/1.1", e.last_alpn);
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
 TEST_P(TlsTest, AlpnWithNoProtocolInCommonFailsBothSides) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
+        TlsConfig scfg = ServerConfig(c);
         ASSERT_EQ(0, rn_tls_config_set_alpn(scfg, "h2"));
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig ccfg = ClientConfig(c->ca);
         ASSERT_EQ(0, rn_tls_config_set_alpn(ccfg, "http/1.1"));
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
@@ -695,8 +662,6 @@ TEST_P(TlsTest, AlpnWithNoProtocolInCommonFailsBothSides) {
         EXPECT_EQ(1, e.handshake_failures);
         EXPECT_EQ(RN_ETLS, e.last_error);
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -707,7 +672,7 @@ TEST_P(TlsTest, AlpnAgainstOpensslServer) {
         std::string why;
         int port = StartSServer(&s, c->server, c->server_key, {"-alpn", "h2,http/1.1", "-www"}, &why);
         ASSERT_GT(port, 0) << why;
-        rn_tls_config *cfg = ClientCfg(c->ca);
+        TlsConfig cfg = ClientConfig(c->ca);
         ASSERT_EQ(0, rn_tls_config_set_alpn(cfg, "h2"));
         rn_conn *conn = nullptr;
         int rc = rn_tls_connect_with(&conn, "localhost", port, cfg);
@@ -715,15 +680,14 @@ TEST_P(TlsTest, AlpnAgainstOpensslServer) {
         ASSERT_NE(nullptr, rn_conn_alpn(conn));
         EXPECT_STREQ("h2", rn_conn_alpn(conn));
         rn_conn_close(conn);
-        rn_tls_config_free(cfg);
     });
 }
 
 TEST_P(TlsTest, ReadDeadlineLeavesTheTlsSessionUsable) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig ccfg = ClientConfig(c->ca);
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
         rn_conn *conn = nullptr;
@@ -741,16 +705,14 @@ TEST_P(TlsTest, ReadDeadlineLeavesTheTlsSessionUsable) {
         rn_conn_close(conn);
         EXPECT_TRUE(WaitUntil([&] { return e.served == 1; }));
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
 TEST_P(TlsTest, WriteDeadlineLosesAndDuplicatesNothing) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig ccfg = ClientConfig(c->ca);
         rn_server *srv = nullptr;
         ASSERT_EQ(0, rn_tls_listen(&srv, "127.0.0.1", 0, scfg));
         int port = PortOf(rn_server_addr(srv));
@@ -805,8 +767,6 @@ TEST_P(TlsTest, WriteDeadlineLosesAndDuplicatesNothing) {
         rn_conn_close(conn);
         rn_conn_close(acc);
         rn_server_close(srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
@@ -819,8 +779,8 @@ TEST_P(TlsTest, WriteDeadlineLosesAndDuplicatesNothing) {
 TEST_P(TlsTest, AWriterWaitingForTheTurnTimesOutOnTimeWithoutPollingAndWritesNothing) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig ccfg = ClientConfig(c->ca);
         rn_server *srv = nullptr;
         ASSERT_EQ(0, rn_tls_listen(&srv, "127.0.0.1", 0, scfg));
         int port = PortOf(rn_server_addr(srv));
@@ -837,21 +797,20 @@ TEST_P(TlsTest, AWriterWaitingForTheTurnTimesOutOnTimeWithoutPollingAndWritesNot
         int first_rc = 1;
         int64_t first_done = -1;
         RNT_SPAWN([&] { /* no deadline: blocks holding the turn, the server reads nothing yet */
-            first_rc = rn_conn_write_all(conn, first.data(), first.size());
-            first_done = NowMs();
+                        first_rc = rn_conn_write_all(conn, first.data(), first.size());
+                        first_done = NowMs();
         });
         rn_sleep(100);
         ASSERT_EQ(1, first_rc) << "the first writer finished although the server reads nothing";
         rn_conn_set_write_deadline(conn, 150);
         rn_stats before, after;
         ASSERT_EQ(0, rn_loop_stats(&before));
-        int64_t t0 = NowMs();
-        ssize_t w = rn_conn_write(conn, "x", 1);
-        int64_t took = NowMs() - t0;
+        ssize_t w = 0;
+        int64_t took = MsTaken([&] { w = rn_conn_write(conn, "x", 1); });
         ASSERT_EQ(0, rn_loop_stats(&after));
         EXPECT_EQ(-ETIMEDOUT, w) << Err((int)w);
         EXPECT_GE(took, 140);
-        EXPECT_LE(took, 400);
+        EXPECT_LE(took, 150 + kPromptMs); /* only its deadline ends it (was 400 ms) */
         EXPECT_LE(after.task_switches - before.task_switches, 10u) << "the waiter woke up to poll";
         /* A writer with a long deadline parks for the turn too ... */
         rn_conn_set_write_deadline(conn, 10000);
@@ -880,23 +839,23 @@ TEST_P(TlsTest, AWriterWaitingForTheTurnTimesOutOnTimeWithoutPollingAndWritesNot
         EXPECT_EQ(0, first_rc) << Err(first_rc);
         EXPECT_EQ(0, tail_rc) << Err(tail_rc);
         EXPECT_GE(tail_done, first_done);
-        EXPECT_LE(tail_done - first_done, 100) << "the waiting writer did not get the turn promptly";
+        /* Promptly: not at its own 10 s deadline (tail_rc would be
+         * -ETIMEDOUT then); kPromptMs (was 100 ms). */
+        EXPECT_LE(tail_done - first_done, kPromptMs) << "the waiting writer did not get the turn promptly";
         ASSERT_EQ(total + tail.size(), got.size());
         EXPECT_EQ(-1, FirstPatternMismatch(got.data(), total, 0, 11));
         EXPECT_EQ(tail, got.substr(total));
         rn_conn_close(conn);
         rn_conn_close(acc);
         rn_server_close(srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
 TEST_P(TlsTest, AWriteAfterOurOwnCloseNotifyIsEpipeAndSaysSo) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig ccfg = ClientConfig(c->ca);
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
         rn_conn *conn = nullptr;
@@ -908,16 +867,14 @@ TEST_P(TlsTest, AWriteAfterOurOwnCloseNotifyIsEpipeAndSaysSo) {
         rn_conn_close(conn);
         EXPECT_TRUE(WaitUntil([&] { return e.served == 1; }));
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
 TEST_P(TlsTest, ClosingSendsCloseNotifySoThePeerSeesACleanEnd) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {
-        rn_tls_config *scfg = ServerCfg(c);
-        rn_tls_config *ccfg = ClientCfg(c->ca);
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig ccfg = ClientConfig(c->ca);
         EchoServer e;
         StartEchoServer(&e, scfg, 1);
         rn_conn *conn = nullptr;
@@ -929,8 +886,6 @@ TEST_P(TlsTest, ClosingSendsCloseNotifySoThePeerSeesACleanEnd) {
         EXPECT_TRUE(WaitUntil([&] { return e.served == 1; }));
         EXPECT_EQ(0, e.last_error) << "the server's last read was " << Err(e.last_error) << ", not 0";
         rn_server_close(e.srv);
-        rn_tls_config_free(scfg);
-        rn_tls_config_free(ccfg);
     });
 }
 
