@@ -22,9 +22,9 @@ struct rn__stream_ops {
     ssize_t (*read_lent)(rn_conn *c, void **out, int64_t deadline);
     /* Some of buf (> 0 bytes, counted as written) or an error. */
     ssize_t (*write)(rn_conn *c, const void *buf, size_t len, int64_t deadline);
-    /* Optional: hand what write left queued to the socket, so that
-     * write_all's 0 means sent. 0 or an error. */
-    int (*flush)(rn_conn *c, int64_t deadline);
+    /* All of buf, sent (not merely queued) when it returns 0; or an
+     * error. *done gets the bytes counted as written either way. */
+    int (*write_all)(rn_conn *c, const void *buf, size_t len, int64_t deadline, size_t *done);
     /* Optional: end the layer's outbound stream, before SHUT_WR. */
     int (*shutdown_write)(rn_conn *c, int64_t deadline);
     /* Optional: a bounded goodbye, before the descriptor closes. */

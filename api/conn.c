@@ -263,6 +263,7 @@ const struct rn__stream_ops rn__plain_ops = {
     .read = rn__conn_recv,
     .read_lent = rn__conn_recv_lent,
     .write = rn__conn_send,
+    .write_all = rn__conn_send_all,
 };
 
 /* The sentence for a failed transfer, unless this call's task already
@@ -465,21 +466,7 @@ RN_EXPORT int rn_conn_write_all_n(rn_conn *c, const void *buf, size_t len, size_
     if (!buf && len > 0) {
         rc = rn__err(-EINVAL, "write_all: buf is NULL");
     } else {
-        const struct rn__stream_ops *ops = c->ops;
-        const char *p = buf;
-        while (done < len) {
-            ssize_t r = ops->write(c, p + done, len - done, deadline);
-            if (r < 0) {
-                rc = (int)r;
-                break;
-            }
-            done += (size_t)r;
-        }
-        /* 0 means sent, not queued: a layer's write may count bytes it has
-         * committed as written and leave them queued (TLS, after a flush
-         * that timed out). */
-        if (rc == 0 && ops->flush)
-            rc = ops->flush(c, deadline);
+        rc = c->ops->write_all(c, buf, len, deadline, &done);
     }
     if (rc < 0)
         rc = io_error(c, "write_all", rc, mark);

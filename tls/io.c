@@ -1,7 +1,7 @@
 /* io.c - record I/O on a TLS session: the stream operations the
- * connection runs once TLS is its layer (read, read_lent, write, flush,
- * shutdown_write, close, background), the per-direction turns, and the
- * ciphertext moved through the connection's transport helpers.
+ * connection runs once TLS is its layer (read, read_lent, write,
+ * write_all, shutdown_write, close, background), the per-direction turns,
+ * and the ciphertext moved through the connection's transport helpers.
  *
  * Rules kept here:
  *  - After every wolfSSL call the queue is flushed through the transport; a
@@ -285,6 +285,26 @@ static int tls_flush(rn_conn *c, int64_t deadline)
     return rc;
 }
 
+/* 0 means sent, not queued: after a flush that timed out, tls_write counts
+ * its chunk as written (it is committed) and leaves the ciphertext queued,
+ * so the last step is a flush of its own. */
+static int tls_write_all(rn_conn *c, const void *buf, size_t len, int64_t deadline, size_t *done)
+{
+    const char *p = buf;
+    size_t n = 0;
+    int rc = 0;
+    while (n < len) {
+        ssize_t r = tls_write(c, p + n, len - n, deadline);
+        if (r < 0) {
+            rc = (int)r;
+            break;
+        }
+        n += (size_t)r;
+    }
+    *done = n;
+    return rc == 0 ? tls_flush(c, deadline) : rc;
+}
+
 static int tls_shutdown_write(rn_conn *c, int64_t deadline)
 {
     struct rn__tls *t = rn__tls_of(c);
@@ -330,7 +350,7 @@ const struct rn__stream_ops rn__tls_ops = {
     .read = tls_read,
     .read_lent = tls_read_lent,
     .write = tls_write,
-    .flush = tls_flush,
+    .write_all = tls_write_all,
     .shutdown_write = tls_shutdown_write,
     .close = tls_close,
     .free = rn__tls_free,
