@@ -341,6 +341,7 @@ TEST_P(LentTest, ConcurrentEchoesThroughLentReadsLoseNoByte) {
     });
 }
 
+#if RINGNET_TEST_TLS
 TEST_P(LentTest, TlsConnectionsLendThePlaintext) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
@@ -387,5 +388,6 @@ TEST_P(LentTest, TlsConnectionsLendThePlaintext) {
         rn_tls_config_free(ccfg);
     });
 }
+#endif /* RINGNET_TEST_TLS */
 
 } // namespace

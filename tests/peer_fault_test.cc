@@ -237,6 +237,7 @@ TEST_P(PeerFaultTest, WriteAfterOurOwnShutdownWriteIsEpipeWithoutSigpipeAndReads
     });
 }
 
+#if RINGNET_TEST_TLS
 /* ---- TLS: configs and a ringnet TLS pair ------------------------------------------------------ */
 
 rn_tls_config *ClientCfg(const TestCerts *c) {
@@ -623,5 +624,6 @@ TEST_P(PeerFaultTest, TlsServerKeepsServingWhileSixtyClientsNeverFinishTheirHand
         printf("[ringnet] %s: timed-out handshake: %s\n", GetParam(), timeout_msg.c_str());
     });
 }
+#endif /* RINGNET_TEST_TLS */
 
 } // namespace

@@ -422,6 +422,7 @@ TEST_P(RaceTest, ServerClosedWhileAConnectToItIsInFlight200TimesConnectsOrIsRefu
     });
 }
 
+#if RINGNET_TEST_TLS
 /* ---- TLS handshakes in flight ------------------------------------------------------------------------ */
 
 /* The TLS clients below connect to "127.0.0.1" (the test certificate has it
@@ -657,5 +658,6 @@ TEST_P(RaceTest, CloseRacingAnExpiringTlsReadDeadline100TimesIsEclosedOrEtimedou
         printf("[ringnet] %s TLS reads: %s\n", GetParam(), Tally(seen).c_str());
     });
 }
+#endif /* RINGNET_TEST_TLS */
 
 } // namespace

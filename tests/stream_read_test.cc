@@ -683,6 +683,7 @@ TEST_P(StreamReadTest, ParkedReadersStillWakeWithTheirBytesWhileHoldersKeepEvery
     });
 }
 
+#if RINGNET_TEST_TLS
 /* The same request/response then bulk then request/response, over TLS:
  * the ciphertext takes the same read paths. */
 TEST_P(StreamReadTest, TlsPingPongThenBulkThenPingPongEveryByteInOrder) {
@@ -728,6 +729,7 @@ TEST_P(StreamReadTest, TlsPingPongThenBulkThenPingPongEveryByteInOrder) {
         rn_tls_config_free(ccfg);
     });
 }
+#endif /* RINGNET_TEST_TLS */
 
 /* ---- 4. deadlines on reads parked in request/response mode --------------------------------- */
 
@@ -1125,6 +1127,7 @@ TEST_P(StreamReadTest, ResetRightBehindQueuedMessagesComesAfterTheBytesThatArriv
     });
 }
 
+#if RINGNET_TEST_TLS
 /* ---- 7. STARTTLS ----------------------------------------------------------------------------- */
 
 struct FakeStarttls {
@@ -1337,6 +1340,7 @@ TEST_P(StreamReadTest, AcceptTlsAfterPlaintextPingPongRefusesPlaintextPipelinedB
         rn_tls_config_free(scfg);
     });
 }
+#endif /* RINGNET_TEST_TLS */
 
 /* ---- 8. read, read_lent and read_exact interleaved ---------------------------------------- */
 
