@@ -267,7 +267,9 @@ const struct rn__stream_ops rn__plain_ops = {
 };
 
 /* The sentence for a failed transfer, unless this call's task already
- * wrote a more specific one since mark (a stream layer's, argument checks). */
+ * wrote a more specific one since mark (a stream layer's, argument checks):
+ * a layer writes its own detail with each failure, so its codes need no
+ * case here. */
 static int io_error(rn_conn *c, const char *what, int err, unsigned mark)
 {
     if (rn__err_since(c->loop, mark))
@@ -276,9 +278,6 @@ static int io_error(rn_conn *c, const char *what, int err, unsigned mark)
         return rn__err(err, "%s on %s: deadline passed", what, rn_conn_remote_addr(c));
     if (err == RN_ECLOSED)
         return rn__err(err, "%s: the connection was closed while the call was blocked", what);
-    /* A stream layer's failures carry their own detail already. */
-    if (err == RN_ETLS || err == RN_ETLS_VERIFY || err == RN_ETLS_TRUNCATED)
-        return err;
     return rn__err(err, "%s on %s: %s", what, rn_conn_remote_addr(c), rn_strerror(err));
 }
 
