@@ -1,5 +1,5 @@
 /* api.h - the objects behind the public handles (rn_conn, rn_server) and
- * the seams between the api layer and tls/. Private. */
+ * the seams between the connection and its stream layers (tls/). Private. */
 #ifndef RN_API_H
 #define RN_API_H
 
@@ -8,21 +8,59 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-struct rn__tls; /* tls/: one wolfSSL session over a connection's bytes */
+/* A connection's stream operations: what rn_conn_read, _write, ... run
+ * once the conn layer has done its checks. The plain table (api/conn.c)
+ * moves the caller's bytes over the socket; a stream layer such as TLS
+ * (tls/) puts its own table in c->ops and its state in c->layer, and moves
+ * its bytes through the transport helpers below. Entries marked optional
+ * may be NULL. Deadlines are absolute (0 = none); results as the transport
+ * helpers give them (bytes, 0 at the end, or an error). */
+struct rn__stream_ops {
+    ssize_t (*read)(rn_conn *c, void *buf, size_t max, int64_t deadline);
+    /* Bytes in a buffer of RN__LEND_SIZE bytes the caller releases with
+     * rn__lend_release: > 0 with *out set, 0 at the end, or an error. */
+    ssize_t (*read_lent)(rn_conn *c, void **out, int64_t deadline);
+    /* Some of buf (> 0 bytes, counted as written) or an error. */
+    ssize_t (*write)(rn_conn *c, const void *buf, size_t len, int64_t deadline);
+    /* All of buf, sent (not merely queued) when it returns 0; or an
+     * error. *done gets the bytes counted as written either way. */
+    int (*write_all)(rn_conn *c, const void *buf, size_t len, int64_t deadline, size_t *done);
+    /* Optional: end the layer's outbound stream, before SHUT_WR. */
+    int (*shutdown_write)(rn_conn *c, int64_t deadline);
+    /* Optional: a bounded goodbye, before the descriptor closes. */
+    void (*close)(rn_conn *c);
+    /* Optional: free c->layer, once no call uses the connection any more. */
+    void (*free)(rn_conn *c);
+    /* Optional: the task rn__conn_spawn_background starts runs this. */
+    void (*background)(rn_conn *c);
+};
+
+/* The plain table: bytes straight to and from the socket. */
+extern const struct rn__stream_ops rn__plain_ops;
 
 struct rn_conn {
     struct rn__fd f;
-    struct rn__loop *loop;         /* the owning thread's loop */
-    int calls;                     /* public calls in progress on this handle */
-    struct rn__task *close_waiter; /* close waits for calls to leave */
-    int64_t rd_ms, wr_ms;          /* deadlines per call, 0 = none */
+    const struct rn__stream_ops *ops; /* &rn__plain_ops, or a stream layer's */
+    void *layer;                      /* that layer's state, NULL for plain */
+    struct rn__loop *loop;            /* the owning thread's loop */
+    int calls;                        /* public calls in progress on this handle */
+    struct rn__task *close_waiter;    /* close waits for calls to leave */
+    int64_t rd_ms, wr_ms;             /* deadlines per call, 0 = none */
     /* Bytes received but not yet handed to the caller (a failed read_exact
-     * gives its bytes back here). Plaintext only; see tls/ for ciphertext. */
+     * gives its bytes back here), above any stream layer. */
     char *kept;
     size_t kept_off, kept_len, kept_cap;
     void *lent;                /* the buffer the last rn_conn_read_lent handed out, or NULL */
-    struct rn__tls *tls;       /* NULL for plain TCP */
     char laddr[64], raddr[64]; /* formatted on first use */
+};
+
+/* What a listener does to each connection it accepts (rn_tls_listen makes
+ * them TLS): on_accept runs once the conn exists, before accept returns it
+ * (an error closes the conn and is accept's); release runs at server close. */
+struct rn__accept_hook {
+    int (*on_accept)(rn_conn *c, void *data);
+    void (*release)(void *data);
+    void *data;
 };
 
 struct rn_server {
@@ -30,7 +68,7 @@ struct rn_server {
     struct rn__loop *loop;
     int calls;
     struct rn__task *close_waiter;
-    const struct rn_tls_config *tls_cfg; /* rn_tls_listen: accepted conns are TLS */
+    struct rn__accept_hook hook; /* on_accept NULL: plain conns */
     char addr[64];
 };
 
@@ -39,15 +77,36 @@ struct rn_server {
 int rn__conn_enter(rn_conn *c, const char *what);
 void rn__conn_leave(rn_conn *c);
 
-/* Plain-socket transfers with an absolute deadline (0 = none): what both
- * plain calls and the TLS layer's ciphertext I/O use. recv: bytes (> 0),
- * 0 at EOF, or an error. send_all: 0 or an error; *sent (if not NULL) gets
- * the bytes sent either way. */
+/* The transport: plain-socket transfers with an absolute deadline (0 =
+ * none), what the plain table and a stream layer's own I/O use. recv:
+ * bytes (> 0), 0 at EOF, or an error. send: some bytes (> 0) or an error.
+ * send_all: 0 or an error; *sent (if not NULL) gets the bytes sent either
+ * way. */
 ssize_t rn__conn_recv(rn_conn *c, void *buf, size_t len, int64_t deadline);
 /* rn__conn_recv into a lent buffer (rn__lend_release it): bytes (> 0) at
  * *buf, 0 at EOF, or an error; *buf is NULL unless bytes came. */
 ssize_t rn__conn_recv_lent(rn_conn *c, void **buf, int64_t deadline);
+ssize_t rn__conn_send(rn_conn *c, const void *buf, size_t len, int64_t deadline);
 int rn__conn_send_all(rn_conn *c, const void *buf, size_t len, int64_t deadline, size_t *sent);
+/* Bytes that arrived and nobody has read yet: in the socket and those the
+ * backend took off it for a read to come. */
+size_t rn__conn_pending(rn_conn *c);
+/* Bytes the conn layer holds above the stream (a failed read_exact's). */
+static inline size_t rn__conn_kept(const rn_conn *c)
+{
+    return c->kept_len;
+}
+/* Whether close has begun: every blocked call is on its way out. */
+static inline bool rn__conn_closing(const rn_conn *c)
+{
+    return c->f.closing;
+}
+/* The earlier of the read and the write deadline as an absolute one, for
+ * work that both reads and writes (a handshake). */
+int64_t rn__conn_io_deadline(const rn_conn *c);
+/* Run c->ops->background(c) in a task of its own, counted as a call on c
+ * (close waits for it). 0, or -ENOMEM with nothing started. */
+int rn__conn_spawn_background(rn_conn *c);
 
 /* Wrap an open, connected descriptor into a new conn (fd_open done). */
 int rn__conn_new(struct rn__loop *loop, int fd, bool accepted, rn_conn **out);
@@ -69,29 +128,9 @@ int rn__connect(rn_conn **out, const char *host, int port, int64_t deadline, con
 /* This thread's connect timeout as an absolute deadline from now. */
 int64_t rn__connect_deadline(void);
 
-/* Listen (tls_cfg non-NULL: accepted conns are TLS, handshake deferred). */
-int rn__listen(rn_server **out, const char *host, int port, const rn_tls_config *tls_cfg);
-
-/* TLS seams (tls/). On a conn with c->tls set, the plain read/write paths
- * call these instead of the socket. */
-ssize_t rn__tls_read(rn_conn *c, void *buf, size_t max, int64_t deadline);
-ssize_t rn__tls_write(rn_conn *c, const void *buf, size_t len, int64_t deadline);
-/* rn__tls_read into a lent buffer (RN__LEND_SIZE bytes), taken only once
- * ciphertext is there: > 0 with *out set (the caller releases it), 0 at the
- * end, or an error (*out NULL). */
-ssize_t rn__tls_read_lent(rn_conn *c, void **out, int64_t deadline);
-/* Hand the ciphertext still queued to the kernel (write_all ends with it,
- * so that its 0 means sent, not queued). 0 or an error. */
-int rn__tls_flush(rn_conn *c, int64_t deadline);
-/* Queue close_notify and flush it (shutdown_write, before SHUT_WR). */
-int rn__tls_shutdown_write(rn_conn *c, int64_t deadline);
-/* Best-effort close_notify, bounded; before the descriptor closes. */
-void rn__tls_close(rn_conn *c);
-/* Free the session, once no call uses the connection any more. */
-void rn__tls_free(rn_conn *c);
-/* Server side: make c a TLS conn whose handshake runs at first use. */
-int rn__tls_attach_server(rn_conn *c, const struct rn_tls_config *cfg);
-/* Drop a TLS listener's reference on its config (rn_server_close). */
-void rn__tls_config_release(const struct rn_tls_config *cfg);
+/* Listen; hook (may be NULL) is copied into the server. what names the
+ * call in errors. */
+int rn__listen(rn_server **out, const char *host, int port, const struct rn__accept_hook *hook,
+               const char *what);
 
 #endif /* RN_API_H */

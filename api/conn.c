@@ -1,12 +1,15 @@
 /* conn.c - rn_conn: connect, read, write, deadlines, addresses, close. A
- * call builds one engine op on the caller's stack and parks on it; TLS
- * connections route their bytes through tls/ instead of the socket. */
+ * call checks the handle and runs the connection's stream operations: the
+ * plain ones here build one engine op on the caller's stack and park on it;
+ * a stream layer (tls/) brings its own table and moves its bytes through
+ * the transport helpers below. */
 #include "api.h"
 
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 static __thread int64_t tl_connect_ms = 30000;
@@ -21,7 +24,7 @@ RN_EXPORT void rn_set_connect_timeout(int64_t ms)
     tl_connect_ms = ms > 0 ? ms : 0;
 }
 
-/* ---- handle bookkeeping ---------------------------------------------------- */
+/* ---- handle bookkeeping -------------------------------------------------- */
 
 int rn__conn_enter(rn_conn *c, const char *what)
 {
@@ -50,6 +53,7 @@ int rn__conn_new(struct rn__loop *loop, int fd, bool accepted, rn_conn **out)
     }
     c->f.fd = fd;
     c->f.nonblock = accepted && loop->bk->accepts_nonblock;
+    c->ops = &rn__plain_ops;
     c->loop = loop;
     int rc = loop->bk->fd_open(loop, &c->f);
     if (rc < 0) {
@@ -68,15 +72,15 @@ int rn__conn_new(struct rn__loop *loop, int fd, bool accepted, rn_conn **out)
 
 void rn__conn_destroy(rn_conn *c)
 {
-    if (c->tls)
-        rn__tls_close(c);
+    if (c->ops->close)
+        c->ops->close(c);
     rn__fd_close(c->loop, &c->f);
     while (c->calls > 0) {
         c->close_waiter = c->loop->current;
         rn__task_park(c->loop);
     }
-    if (c->tls)
-        rn__tls_free(c); /* only now: the calls that just left were using it */
+    if (c->ops->free)
+        c->ops->free(c); /* only now: the calls that just left were using it */
     rn__lend_release(c->loop, c->lent);
     free(c->kept);
     free(c);
@@ -102,9 +106,11 @@ RN_EXPORT int rn_conn_shutdown_write(rn_conn *c)
     if (rc < 0)
         return rc;
     unsigned mark = rn__err_mark(c->loop);
-    /* TLS: close_notify first, so the peer reads a clean end. */
-    if (c->tls && (rc = rn__tls_shutdown_write(c, rn__deadline_after_ms(c->wr_ms))) < 0) {
-        /* The flush of close_notify returns bare codes: give them a sentence. */
+    /* The stream layer's own end first (TLS: close_notify), so the peer
+     * reads a clean end. */
+    if (c->ops->shutdown_write &&
+        (rc = c->ops->shutdown_write(c, rn__deadline_after_ms(c->wr_ms))) < 0) {
+        /* Its flush returns bare codes: give them a sentence. */
         rc = io_error(c, "shutdown_write", rc, mark);
         rn__conn_leave(c);
         return rc;
@@ -116,7 +122,7 @@ RN_EXPORT int rn_conn_shutdown_write(rn_conn *c)
     return rc;
 }
 
-/* ---- addresses and deadlines ------------------------------------------------ */
+/* ---- addresses and deadlines --------------------------------------------- */
 
 static const char *conn_addr(const rn_conn *cc, bool remote)
 {
@@ -145,11 +151,6 @@ RN_EXPORT const char *rn_conn_local_addr(const rn_conn *c)
     return conn_addr(c, false);
 }
 
-RN_EXPORT bool rn_conn_is_tls(const rn_conn *c)
-{
-    return c && c->tls;
-}
-
 RN_EXPORT void rn_conn_set_deadline(rn_conn *c, int64_t ms)
 {
     if (c)
@@ -168,7 +169,7 @@ RN_EXPORT void rn_conn_set_write_deadline(rn_conn *c, int64_t ms)
         c->wr_ms = ms > 0 ? ms : 0;
 }
 
-/* ---- transfers ------------------------------------------------------------------ */
+/* ---- transfers ----------------------------------------------------------- */
 
 /* io_uring results are ints: keep one op under 1 GiB. */
 #define OP_MAX ((size_t)1 << 30)
@@ -196,21 +197,25 @@ ssize_t rn__conn_recv_lent(rn_conn *c, void **buf, int64_t deadline)
     return r;
 }
 
+ssize_t rn__conn_send(rn_conn *c, const void *buf, size_t len, int64_t deadline)
+{
+    struct rn__op op = {.kind = RN__OP_SEND,
+                        .f = &c->f,
+                        .buf = (void *)buf,
+                        .len = len < OP_MAX ? len : OP_MAX,
+                        .deadline = deadline};
+    return rn__op_wait(c->loop, &op);
+}
+
 int rn__conn_send_all(rn_conn *c, const void *buf, size_t len, int64_t deadline, size_t *sent)
 {
     const char *p = buf;
     size_t done = 0;
     int rc = 0;
     while (done < len) {
-        size_t n = len - done < OP_MAX ? len - done : OP_MAX;
-        struct rn__op op = {.kind = RN__OP_SEND,
-                            .f = &c->f,
-                            .buf = (void *)(p + done),
-                            .len = n,
-                            .deadline = deadline};
-        int r = rn__op_wait(c->loop, &op);
+        ssize_t r = rn__conn_send(c, p + done, len - done, deadline);
         if (r < 0) {
-            rc = r;
+            rc = (int)r;
             break;
         }
         done += (size_t)r;
@@ -220,8 +225,51 @@ int rn__conn_send_all(rn_conn *c, const void *buf, size_t len, int64_t deadline,
     return rc;
 }
 
+size_t rn__conn_pending(rn_conn *c)
+{
+    int waiting = 0;
+    if (ioctl(c->f.fd, FIONREAD, &waiting) < 0 || waiting < 0)
+        waiting = 0;
+    return (size_t)waiting + rn__fd_buffered(c->loop, &c->f);
+}
+
+int64_t rn__conn_io_deadline(const rn_conn *c)
+{
+    int64_t r = rn__deadline_after_ms(c->rd_ms), w = rn__deadline_after_ms(c->wr_ms);
+    if (!r)
+        return w;
+    if (!w)
+        return r;
+    return r < w ? r : w;
+}
+
+static void background_main(void *arg)
+{
+    rn_conn *c = arg;
+    c->ops->background(c);
+    rn__conn_leave(c);
+}
+
+int rn__conn_spawn_background(rn_conn *c)
+{
+    c->calls++;
+    int rc = rn_spawn(background_main, c);
+    if (rc < 0)
+        c->calls--;
+    return rc;
+}
+
+const struct rn__stream_ops rn__plain_ops = {
+    .read = rn__conn_recv,
+    .read_lent = rn__conn_recv_lent,
+    .write = rn__conn_send,
+    .write_all = rn__conn_send_all,
+};
+
 /* The sentence for a failed transfer, unless this call's task already
- * wrote a more specific one since mark (TLS, argument checks). */
+ * wrote a more specific one since mark (a stream layer's, argument checks):
+ * a layer writes its own detail with each failure, so its codes need no
+ * case here. */
 static int io_error(rn_conn *c, const char *what, int err, unsigned mark)
 {
     if (rn__err_since(c->loop, mark))
@@ -230,9 +278,6 @@ static int io_error(rn_conn *c, const char *what, int err, unsigned mark)
         return rn__err(err, "%s on %s: deadline passed", what, rn_conn_remote_addr(c));
     if (err == RN_ECLOSED)
         return rn__err(err, "%s: the connection was closed while the call was blocked", what);
-    /* TLS failures carry their own detail already. */
-    if (err == RN_ETLS || err == RN_ETLS_VERIFY || err == RN_ETLS_TRUNCATED)
-        return err;
     return rn__err(err, "%s on %s: %s", what, rn_conn_remote_addr(c), rn_strerror(err));
 }
 
@@ -282,13 +327,6 @@ static int keep_front(rn_conn *c, const char *buf, size_t n)
     return 0;
 }
 
-static ssize_t read_some(rn_conn *c, void *buf, size_t max, int64_t deadline)
-{
-    if (c->tls)
-        return rn__tls_read(c, buf, max, deadline);
-    return rn__conn_recv(c, buf, max, deadline);
-}
-
 /* The bytes of the last lent read are the caller's until the next read. */
 static void drop_lent(rn_conn *c)
 {
@@ -311,7 +349,7 @@ RN_EXPORT ssize_t rn_conn_read(rn_conn *c, void *buf, size_t max)
     } else if (c->kept_len > 0) {
         r = (ssize_t)take_kept(c, buf, max);
     } else {
-        r = read_some(c, buf, max, rn__deadline_after_ms(c->rd_ms));
+        r = c->ops->read(c, buf, max, rn__deadline_after_ms(c->rd_ms));
         if (r < 0)
             r = io_error(c, "read", (int)r, mark);
     }
@@ -338,12 +376,11 @@ RN_EXPORT ssize_t rn_conn_read_lent(rn_conn *c, const void **data)
         r = (ssize_t)consume_kept(c, RN__LEND_SIZE, &at);
         *data = at;
     } else {
-        /* Plain: a buffer the backend picks when bytes come; TLS: the
-         * plaintext in a buffer from the loop's cache, taken once
-         * ciphertext has come. */
+        /* Plain: a buffer the backend picks when bytes come; a stream
+         * layer lends its own (TLS: the plaintext, in a buffer taken once
+         * ciphertext has come). */
         void *b;
-        int64_t deadline = rn__deadline_after_ms(c->rd_ms);
-        r = c->tls ? rn__tls_read_lent(c, &b, deadline) : rn__conn_recv_lent(c, &b, deadline);
+        r = c->ops->read_lent(c, &b, rn__deadline_after_ms(c->rd_ms));
         if (r > 0) {
             drop_lent(c); /* another task's lent read ended meanwhile: its bytes are stale now */
             c->lent = b;
@@ -377,7 +414,7 @@ RN_EXPORT int rn_conn_read_exact(rn_conn *c, void *buf, size_t len)
     size_t got = take_kept(c, p, len);
     int64_t deadline = rn__deadline_after_ms(c->rd_ms);
     while (got < len) {
-        ssize_t r = read_some(c, p + got, len - got, deadline);
+        ssize_t r = c->ops->read(c, p + got, len - got, deadline);
         if (r == 0) {
             rc = rn__err(RN_EEOF, "read_exact on %s: the stream ended after %zu of %zu bytes",
                          rn_conn_remote_addr(c), got, len);
@@ -408,15 +445,8 @@ RN_EXPORT ssize_t rn_conn_write(rn_conn *c, const void *buf, size_t len)
         r = rn__err(-EINVAL, "write: buf is NULL");
     } else if (len == 0) {
         r = 0;
-    } else if (c->tls) {
-        r = rn__tls_write(c, buf, len, deadline);
     } else {
-        struct rn__op op = {.kind = RN__OP_SEND,
-                            .f = &c->f,
-                            .buf = (void *)buf,
-                            .len = len < OP_MAX ? len : OP_MAX,
-                            .deadline = deadline};
-        r = rn__op_wait(c->loop, &op);
+        r = c->ops->write(c, buf, len, deadline);
     }
     if (r < 0)
         r = io_error(c, "write", (int)r, mark);
@@ -434,23 +464,8 @@ RN_EXPORT int rn_conn_write_all_n(rn_conn *c, const void *buf, size_t len, size_
     int64_t deadline = rn__deadline_after_ms(c->wr_ms);
     if (!buf && len > 0) {
         rc = rn__err(-EINVAL, "write_all: buf is NULL");
-    } else if (c->tls) {
-        const char *p = buf;
-        while (done < len) {
-            ssize_t r = rn__tls_write(c, p + done, len - done, deadline);
-            if (r < 0) {
-                rc = (int)r;
-                break;
-            }
-            done += (size_t)r;
-        }
-        /* 0 means sent, not queued: after a flush that timed out,
-         * rn__tls_write counts its chunk as written (it is committed) and
-         * leaves the ciphertext queued. */
-        if (rc == 0)
-            rc = rn__tls_flush(c, deadline);
     } else {
-        rc = rn__conn_send_all(c, buf, len, deadline, &done);
+        rc = c->ops->write_all(c, buf, len, deadline, &done);
     }
     if (rc < 0)
         rc = io_error(c, "write_all", rc, mark);
@@ -466,7 +481,7 @@ RN_EXPORT int rn_conn_write_all(rn_conn *c, const void *buf, size_t len)
     return rn_conn_write_all_n(c, buf, len, NULL);
 }
 
-/* ---- connect ---------------------------------------------------------------------- */
+/* ---- connect ------------------------------------------------------------- */
 
 /* Try every address of host in turn until one connects, all within the
  * absolute deadline. */

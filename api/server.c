@@ -11,7 +11,7 @@
 #define ACCEPT_BACKOFF_SLICE_MS 50 /* how soon a close notices a backing-off accept */
 
 static int listen_common(rn_server **out, const char *host, int port, bool reuseport,
-                         const rn_tls_config *tls_cfg, const char *what)
+                         const struct rn__accept_hook *hook, const char *what)
 {
     if (!out)
         return rn__err(-EINVAL, "%s: out is NULL", what);
@@ -57,7 +57,8 @@ static int listen_common(rn_server **out, const char *host, int port, bool reuse
     }
     s->f.fd = fd;
     s->loop = loop;
-    s->tls_cfg = tls_cfg;
+    if (hook)
+        s->hook = *hook;
     rc = loop->bk->fd_open(loop, &s->f);
     if (rc < 0) {
         close(fd);
@@ -72,9 +73,10 @@ static int listen_common(rn_server **out, const char *host, int port, bool reuse
     return 0;
 }
 
-int rn__listen(rn_server **out, const char *host, int port, const rn_tls_config *tls_cfg)
+int rn__listen(rn_server **out, const char *host, int port, const struct rn__accept_hook *hook,
+               const char *what)
 {
-    return listen_common(out, host, port, false, tls_cfg, tls_cfg ? "tls_listen" : "tcp_listen");
+    return listen_common(out, host, port, false, hook, what);
 }
 
 RN_EXPORT int rn_tcp_listen(rn_server **out, const char *host, int port)
@@ -142,8 +144,8 @@ RN_EXPORT int rn_server_accept(rn_server *s, rn_conn **out)
              * would name nobody ("read on : Connection reset by peer"). */
             if (rc == 0)
                 (void)rn_conn_remote_addr(*out);
-            if (rc == 0 && s->tls_cfg) {
-                rc = rn__tls_attach_server(*out, s->tls_cfg);
+            if (rc == 0 && s->hook.on_accept) {
+                rc = s->hook.on_accept(*out, s->hook.data);
                 if (rc < 0) {
                     rn__conn_destroy(*out);
                     *out = NULL;
@@ -183,8 +185,8 @@ RN_EXPORT int rn_server_close(rn_server *s)
         s->close_waiter = s->loop->current;
         rn__task_park(s->loop);
     }
-    if (s->tls_cfg)
-        rn__tls_config_release(s->tls_cfg); /* rn_tls_listen took a reference */
+    if (s->hook.release)
+        s->hook.release(s->hook.data);
     free(s);
     return 0;
 }

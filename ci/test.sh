@@ -88,6 +88,10 @@ stage_debug() {
     ctest --preset debug -j "$jobs" --output-on-failure --timeout 300
 }
 
+# RINGNET_TLS=OFF: the library without wolfSSL (only tls/off.c from tls/),
+# the plain suites, and tls_off_test.cc's check of the TLS calls' error.
+stage_notls() { build_and_test notls; }
+
 # The soak (perf/soak/soak.c): 10,000 connections, half TLS, 30 s through
 # the debug build's soak_server, once per backend; a backend this machine
 # cannot run is skipped (soak exits 77 and says why). Both backends run even
@@ -156,6 +160,7 @@ stage_valgrind_after_debug() {
 stage "setup: packages" stage_setup
 stage "format: clang-format --dry-run --Werror (ci/format.sh)" stage_format
 stage "debug: build and test (gcc, -Werror)" stage_debug
+stage "notls: build and test with -DRINGNET_TLS=OFF (no wolfSSL linked)" stage_notls
 stage "soak: 10,000 connections, half TLS, 30 s on each backend (debug build)" stage_soak_after_debug
 stage "valgrind: memcheck of the valgrind-* labels, both backends (debug build)" stage_valgrind_after_debug
 stage "asan: build and test (ASan + UBSan, -Werror)" stage_asan

@@ -322,6 +322,7 @@ TEST_P(LentTest, ConcurrentEchoesThroughLentReadsLoseNoByte) {
     });
 }
 
+#if RINGNET_TEST_TLS
 TEST_P(LentTest, TlsConnectionsLendThePlaintext) {
     RNT_NEED_CERTS(certs);
     OnLoopRun([&] {
@@ -363,5 +364,6 @@ TEST_P(LentTest, TlsConnectionsLendThePlaintext) {
         EXPECT_EQ(0, rn_server_close(srv));
     });
 }
+#endif /* RINGNET_TEST_TLS */
 
 } // namespace

@@ -238,6 +238,7 @@ TEST_P(PeerFaultTest, WriteAfterOurOwnShutdownWriteIsEpipeWithoutSigpipeAndReads
     });
 }
 
+#if RINGNET_TEST_TLS
 /* ---- TLS: configs and a ringnet TLS pair ------------------------------------------------------ */
 
 /* A TLS listener, a ringnet client connected to it and the accepted end,
@@ -599,5 +600,6 @@ TEST_P(PeerFaultTest, TlsServerKeepsServingWhileSixtyClientsNeverFinishTheirHand
         printf("[ringnet] %s: timed-out handshake: %s\n", GetParam(), timeout_msg.c_str());
     });
 }
+#endif /* RINGNET_TEST_TLS */
 
 } // namespace

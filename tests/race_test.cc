@@ -323,6 +323,7 @@ TEST_P(RaceTest, ServerClosedWhileAConnectToItIsInFlight200TimesConnectsOrIsRefu
     });
 }
 
+#if RINGNET_TEST_TLS
 /* ---- TLS handshakes in flight ------------------------------------------------------------------------ */
 
 /* The TLS clients below connect to "127.0.0.1" (the test certificate has it
@@ -467,5 +468,6 @@ TEST_P(RaceTest, CloseRacingAnExpiringTlsReadDeadline100TimesIsEclosedOrEtimedou
         });
     });
 }
+#endif /* RINGNET_TEST_TLS */
 
 } // namespace

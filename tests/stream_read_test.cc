@@ -673,6 +673,7 @@ TEST_P(StreamReadTest, ParkedReadersStillWakeWithTheirBytesWhileHoldersKeepEvery
     });
 }
 
+#if RINGNET_TEST_TLS
 /* The same request/response then bulk then request/response, over TLS:
  * the ciphertext takes the same read paths. */
 TEST_P(StreamReadTest, TlsPingPongThenBulkThenPingPongEveryByteInOrder) {
@@ -713,6 +714,7 @@ TEST_P(StreamReadTest, TlsPingPongThenBulkThenPingPongEveryByteInOrder) {
         EXPECT_EQ(0, rn_server_close(srv));
     });
 }
+#endif /* RINGNET_TEST_TLS */
 
 /* ---- 4. deadlines on reads parked in request/response mode --------------------------------- */
 
@@ -1100,6 +1102,7 @@ TEST_P(StreamReadTest, ResetRightBehindQueuedMessagesComesAfterTheBytesThatArriv
     });
 }
 
+#if RINGNET_TEST_TLS
 /* ---- 7. STARTTLS ----------------------------------------------------------------------------- */
 
 struct FakeStarttls {
@@ -1306,6 +1309,7 @@ TEST_P(StreamReadTest, AcceptTlsAfterPlaintextPingPongRefusesPlaintextPipelinedB
         ClosePair(&p);
     });
 }
+#endif /* RINGNET_TEST_TLS */
 
 /* ---- 8. read, read_lent and read_exact interleaved ---------------------------------------- */
 

@@ -1,6 +1,7 @@
 /* config.c - rn_tls_config: the shared, reference-counted wolfSSL context
  * with ringnet's secure defaults, the trust store (loaded once per config),
- * certificates, mTLS, ALPN, and the words for a refused certificate. */
+ * certificates, mTLS, ALPN. Verification's callback and messages are in
+ * verify.c. */
 #include "tls.h"
 
 #include <arpa/inet.h>
@@ -136,7 +137,7 @@ static bool config_frozen(rn_tls_config *cfg, const char *what, int *rc)
     return false;
 }
 
-static const char *wolf_errstr(int err, char *buf, size_t len)
+const char *rn__tls_errstr(int err, char *buf, size_t len)
 {
     wolfSSL_ERR_error_string_n((unsigned long)err, buf, (unsigned long)len);
     return buf;
@@ -212,17 +213,12 @@ void rn__tls_config_unref(rn_tls_config *cfg)
     free(cfg);
 }
 
-void rn__tls_config_release(const rn_tls_config *cfg)
-{
-    rn__tls_config_unref((rn_tls_config *)cfg);
-}
-
 RN_EXPORT void rn_tls_config_free(rn_tls_config *cfg)
 {
     rn__tls_config_unref(cfg);
 }
 
-/* ---- trust anchors --------------------------------------------------------------- */
+/* ---- trust anchors ------------------------------------------------------- */
 
 static int count_anchors(WOLFSSL_CTX *ctx)
 {
@@ -273,8 +269,8 @@ static int load_system_trust(rn_tls_config *cfg)
     if (count_anchors(cfg->ctx) == 0) {
         /* Fail closed, and say so: without anchors no server can be verified. */
         return rn__err(RN_ETLS_VERIFY,
-                       "no trusted CA certificate could be loaded from %s, so no server "
-                       "certificate can be verified",
+                       "no trusted CA certificate could be loaded from %s, "
+                       "so no server certificate can be verified",
                        cfg->trust);
     }
     return 0;
@@ -315,12 +311,12 @@ static int load_ca_file(rn_tls_config *cfg, const char *pem_file, const char *wh
         char eb[120];
         return rn__err(
             RN_ETLS, "%s: %s holds no usable PEM CA certificate (%s); the config now trusts no CA",
-            what, pem_file, r != WOLFSSL_SUCCESS ? wolf_errstr(r, eb, sizeof eb) : "empty");
+            what, pem_file, r != WOLFSSL_SUCCESS ? rn__tls_errstr(r, eb, sizeof eb) : "empty");
     }
     return 0;
 }
 
-/* ---- public calls ------------------------------------------------------------------ */
+/* ---- public calls -------------------------------------------------------- */
 
 RN_EXPORT rn_tls_config *rn_tls_client_config(void)
 {
@@ -344,11 +340,11 @@ static int use_cert(rn_tls_config *cfg, const char *cert_pem, const char *key_pe
     int r = wolfSSL_CTX_use_certificate_chain_file(cfg->ctx, cert_pem);
     if (r != WOLFSSL_SUCCESS)
         return rn__err(RN_ETLS, "%s: %s is not a usable PEM certificate chain (%s)", what, cert_pem,
-                       r < 0 ? wolf_errstr(r, eb, sizeof eb) : "no certificate found");
+                       r < 0 ? rn__tls_errstr(r, eb, sizeof eb) : "no certificate found");
     r = wolfSSL_CTX_use_PrivateKey_file(cfg->ctx, key_pem, WOLFSSL_FILETYPE_PEM);
     if (r != WOLFSSL_SUCCESS)
         return rn__err(RN_ETLS, "%s: %s is not a usable PEM private key (%s)", what, key_pem,
-                       r < 0 ? wolf_errstr(r, eb, sizeof eb) : "no key found");
+                       r < 0 ? rn__tls_errstr(r, eb, sizeof eb) : "no key found");
     r = wolfSSL_CTX_check_private_key(cfg->ctx);
     if (r != WOLFSSL_SUCCESS)
         return rn__err(RN_ETLS, "%s: the key in %s does not belong to the certificate in %s", what,
@@ -430,8 +426,8 @@ RN_EXPORT int rn_tls_config_set_alpn(rn_tls_config *cfg, const char *protocols)
          * tests/fuzz/fuzz_alpn): refuse the list instead. */
         if (names > WOLFSSL_MAX_ALPN_NUMBER)
             return rn__err(-EINVAL,
-                           "tls_config_set_alpn: the list has %zu protocol names, more than the %d "
-                           "wolfSSL offers",
+                           "tls_config_set_alpn: the list has %zu protocol names, "
+                           "more than the %d wolfSSL offers",
                            names, (int)WOLFSSL_MAX_ALPN_NUMBER);
         copy = strdup(protocols);
         if (!copy)
@@ -442,7 +438,7 @@ RN_EXPORT int rn_tls_config_set_alpn(rn_tls_config *cfg, const char *protocols)
     return 0;
 }
 
-/* ---- the config behind rn_tls_connect ------------------------------------------------- */
+/* ---- the config behind rn_tls_connect ------------------------------------ */
 
 static pthread_mutex_t default_mu = PTHREAD_MUTEX_INITIALIZER;
 static rn_tls_config *default_cfg;
@@ -476,192 +472,4 @@ rn_tls_config *rn__tls_default_client(void)
     rn__tls_config_ref(cfg);
     pthread_mutex_unlock(&default_mu);
     return cfg;
-}
-
-/* ---- verification ------------------------------------------------------------------------ */
-
-static void record_cert(struct rn__tls *t, WOLFSSL_X509 *x)
-{
-    if (!x)
-        return;
-    WOLFSSL_X509_NAME *n = wolfSSL_X509_get_subject_name(x);
-    if (n)
-        wolfSSL_X509_NAME_oneline(n, t->verify_subject, (int)sizeof t->verify_subject);
-    n = wolfSSL_X509_get_issuer_name(x);
-    if (n)
-        wolfSSL_X509_NAME_oneline(n, t->verify_issuer, (int)sizeof t->verify_issuer);
-    WOLFSSL_ASN1_TIME *na = wolfSSL_X509_get_notAfter(x);
-    if (na)
-        wolfSSL_ASN1_TIME_to_string(na, t->verify_not_after, (int)sizeof t->verify_not_after);
-}
-
-/* Called for every certificate of the chain (WOLFSSL_ALWAYS_VERIFY_CB and
- * WOLFSSL_VERIFY_CB_ALL_CERTS in Debian's build), ok or not: keeps the
- * first refusal for the message, and checks an IP literal against the
- * leaf itself, because wolfSSL 5.5's own address check (set1_ip_asc) lets
- * a certificate without the address through. */
-int rn__tls_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *store)
-{
-    WOLFSSL *ssl = wolfSSL_X509_STORE_CTX_get_ex_data(store, 0);
-    struct rn__tls *t = ssl ? wolfSSL_GetIOReadCtx(ssl) : NULL;
-    if (!t)
-        return ok;
-    int depth = wolfSSL_X509_STORE_CTX_get_error_depth(store);
-    WOLFSSL_X509 *x = wolfSSL_X509_STORE_CTX_get_current_cert(store);
-    if (ok && depth == 0 && !t->server && t->host_is_ip) {
-        if (!x || wolfSSL_X509_check_ip_asc(x, t->host, 0) != WOLFSSL_SUCCESS) {
-            if (t->verify_err == 0) {
-                t->verify_err = IPADDR_MISMATCH;
-                t->verify_depth = 0;
-                record_cert(t, x);
-            }
-            return 0;
-        }
-    }
-    if (ok || t->verify_err != 0)
-        return ok; /* keep the first reason: it is the root cause */
-    t->verify_err = wolfSSL_X509_STORE_CTX_get_error(store);
-    if (t->verify_err == 0)
-        t->verify_err = -1;
-    t->verify_depth = depth;
-    record_cert(t, x);
-    return ok;
-}
-
-enum verify_kind { V_OTHER, V_EXPIRED, V_NOT_YET, V_ISSUER, V_NAME, V_SIGNATURE, V_NO_CERT };
-
-static enum verify_kind classify(int e)
-{
-    switch (e) {
-    case X509_V_ERR_CERT_HAS_EXPIRED:
-    case X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD:
-    case ASN_AFTER_DATE_E:
-        return V_EXPIRED;
-    case X509_V_ERR_CERT_NOT_YET_VALID:
-    case X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD:
-    case ASN_BEFORE_DATE_E:
-        return V_NOT_YET;
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-    case X509_V_ERR_CERT_UNTRUSTED:
-    case ASN_NO_SIGNER_E:
-    case ASN_SELF_SIGNED_E:
-        return V_ISSUER;
-    case 62: /* X509_V_ERR_HOSTNAME_MISMATCH (not in wolfSSL 5.5's table) */
-    case 64: /* X509_V_ERR_IP_ADDRESS_MISMATCH */
-    case DOMAIN_NAME_MISMATCH:
-    case IPADDR_MISMATCH:
-        return V_NAME;
-    case X509_V_ERR_CERT_SIGNATURE_FAILURE:
-    case ASN_SIG_CONFIRM_E:
-        return V_SIGNATURE;
-    case NO_PEER_CERT:
-        return V_NO_CERT;
-    default:
-        return V_OTHER;
-    }
-}
-
-bool rn__tls_is_verify_error(struct rn__tls *t, int wolf_err)
-{
-    if (t->verify_err != 0)
-        return true;
-    if (classify(wolf_err) != V_OTHER)
-        return true;
-    return wolf_err == VERIFY_CERT_ERROR;
-}
-
-/* "DNS:localhost, IP:127.0.0.1" (the SANs), else "CN=..." of the peer. */
-static void peer_names(WOLFSSL *ssl, char *out, size_t outlen)
-{
-    out[0] = '\0';
-    /* The leaf decoded afresh from the chain the peer sent, not
-     * wolfSSL_get_peer_certificate: after some refusals wolfSSL 5.5 has
-     * filled ssl->peerCert only partly, and get_peer_certificate then
-     * decodes the leaf over it, losing what was there (19 KB a handshake;
-     * found by tests/fuzz/fuzz_tls_client). */
-    WOLFSSL_X509_CHAIN *chain = wolfSSL_get_peer_chain(ssl);
-    WOLFSSL_X509 *x =
-        chain && wolfSSL_get_chain_count(chain) > 0 ? wolfSSL_get_chain_X509(chain, 0) : NULL;
-    if (!x)
-        return;
-    size_t used = 0;
-    WOLFSSL_GENERAL_NAMES *gns = wolfSSL_X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
-    int n = gns ? wolfSSL_sk_GENERAL_NAME_num(gns) : 0;
-    for (int i = 0; i < n && used + 1 < outlen; i++) {
-        WOLFSSL_GENERAL_NAME *gn = wolfSSL_sk_GENERAL_NAME_value(gns, i);
-        char one[80] = "";
-        if (gn && gn->type == GEN_DNS && gn->d.dNSName) {
-            snprintf(one, sizeof one, "DNS:%.*s", wolfSSL_ASN1_STRING_length(gn->d.dNSName),
-                     (const char *)wolfSSL_ASN1_STRING_data(gn->d.dNSName));
-        } else if (gn && gn->type == GEN_IPADD && gn->d.iPAddress) {
-            int len = wolfSSL_ASN1_STRING_length(gn->d.iPAddress);
-            const unsigned char *b = wolfSSL_ASN1_STRING_data(gn->d.iPAddress);
-            char ip[INET6_ADDRSTRLEN] = "?";
-            if (len == 4 || len == 16)
-                inet_ntop(len == 4 ? AF_INET : AF_INET6, b, ip, sizeof ip);
-            snprintf(one, sizeof one, "IP:%s", ip);
-        }
-        if (one[0])
-            used += (size_t)snprintf(out + used, outlen - used, "%s%s", used ? ", " : "", one);
-    }
-    if (gns)
-        wolfSSL_GENERAL_NAMES_free(gns);
-    if (used == 0) {
-        char cn[128] = "";
-        WOLFSSL_X509_NAME *sn = wolfSSL_X509_get_subject_name(x);
-        if (sn && wolfSSL_X509_NAME_get_text_by_NID(sn, NID_commonName, cn, (int)sizeof cn) > 0)
-            snprintf(out, outlen, "CN=%s (no subjectAltName)", cn);
-        else
-            snprintf(out, outlen, "none");
-    }
-    wolfSSL_X509_free(x);
-}
-
-void rn__tls_verify_message(struct rn__tls *t, int wolf_err, char *out, size_t outlen)
-{
-    int e = t->verify_err ? t->verify_err : wolf_err;
-    enum verify_kind k = classify(e);
-    if (k == V_OTHER)
-        k = classify(wolf_err);
-    const char *subj = t->verify_subject[0] ? t->verify_subject : "the peer's certificate";
-    const char *trust = t->cfg->trust[0] ? t->cfg->trust : "the configured CAs";
-    char names[200];
-    char eb[120];
-    switch (k) {
-    case V_EXPIRED:
-        snprintf(out, outlen, "certificate expired: %s (depth %d) was valid until %s", subj,
-                 t->verify_depth, t->verify_not_after[0] ? t->verify_not_after : "a past date");
-        break;
-    case V_NOT_YET:
-        snprintf(out, outlen, "certificate not yet valid: %s (depth %d)", subj, t->verify_depth);
-        break;
-    case V_ISSUER:
-        snprintf(out, outlen,
-                 "unknown issuer: %s, issued by %s, does not chain to a CA trusted by %s", subj,
-                 t->verify_issuer[0] ? t->verify_issuer : "an unknown CA", trust);
-        break;
-    case V_NAME:
-        peer_names(t->ssl, names, sizeof names);
-        snprintf(out, outlen, "name mismatch: expected %s %s, the certificate is for %s",
-                 t->host_is_ip ? "IP address" : "host name", t->host,
-                 names[0] ? names : "(unreadable)");
-        break;
-    case V_SIGNATURE:
-        snprintf(out, outlen, "bad signature on %s (depth %d)", subj, t->verify_depth);
-        break;
-    case V_NO_CERT:
-        snprintf(out, outlen, "the %s sent no certificate, and one is required",
-                 t->server ? "client" : "server");
-        break;
-    default:
-        snprintf(out, outlen, "certificate refused: %s (%s)",
-                 t->verify_err > 0 ? wolfSSL_X509_verify_cert_error_string(t->verify_err)
-                                   : wolf_errstr(e, eb, sizeof eb),
-                 subj);
-        break;
-    }
 }

@@ -4,19 +4,6 @@
 #include "tls.h"
 
 #include <stdio.h>
-#include <sys/ioctl.h>
-
-/* The handshake of an existing connection counts as a read and a write:
- * it must meet the earlier of the two deadlines. */
-static int64_t conn_hs_deadline(const rn_conn *c)
-{
-    int64_t r = rn__deadline_after_ms(c->rd_ms), w = rn__deadline_after_ms(c->wr_ms);
-    if (!r)
-        return w;
-    if (!w)
-        return r;
-    return r < w ? r : w;
-}
 
 /* The config a client call uses, with a reference the caller drops. */
 static int client_config(const rn_tls_config *given, rn_tls_config **out, const char *what)
@@ -61,8 +48,8 @@ RN_EXPORT int rn_tls_connect_with(rn_conn **out, const char *host, int port,
         rc = rn__tls_handshake(c, deadline, "tls_connect");
         if (rc == -ETIMEDOUT)
             rc = rn__err(rc,
-                         "tls_connect to %s port %d: the TLS handshake did not finish within the "
-                         "connect timeout",
+                         "tls_connect to %s port %d: "
+                         "the TLS handshake did not finish within the connect timeout",
                          host, port);
     }
     rn__tls_config_unref(cfg); /* the session holds its own */
@@ -85,14 +72,15 @@ RN_EXPORT int rn_tls_connect(rn_conn **out, const char *host, int port)
  * holds (it would be taken as protected: CVE-2011-0411). */
 static int starttls_check(rn_conn *c, const char *what)
 {
-    if (c->tls)
+    if (rn__tls_of(c))
         return rn__err(RN_ETLS, "%s: the connection is TLS already", what);
-    if (c->kept_len > 0)
-        return rn__err(RN_ETLS,
-                       "%s refused: %zu bytes of plaintext received before the upgrade are still "
-                       "unread; they would "
-                       "be mistaken for protected data",
-                       what, c->kept_len);
+    size_t kept = rn__conn_kept(c);
+    if (kept > 0)
+        return rn__err(
+            RN_ETLS,
+            "%s refused: %zu bytes of plaintext received before the upgrade are still unread; "
+            "they would be mistaken for protected data",
+            what, kept);
     return 0;
 }
 
@@ -112,18 +100,15 @@ RN_EXPORT int rn_conn_upgrade_to_tls_with(rn_conn *c, const char *host, const rn
     /* A server says nothing between its go-ahead and our ClientHello, so
      * bytes waiting now were sent past the upgrade point: injected
      * plaintext (CVE-2021-23222 in libpq). */
-    int waiting = 0;
-    if (ioctl(c->f.fd, FIONREAD, &waiting) < 0)
-        waiting = 0;
     /* Bytes the engine already took off the socket for a read to come
      * (io_uring's stream reads) count the same. */
-    waiting += (int)rn__fd_buffered(c->loop, &c->f);
+    size_t waiting = rn__conn_pending(c);
     if (waiting > 0) {
-        rc = rn__err(RN_ETLS,
-                     "%s refused: %d bytes arrived from %s after its go-ahead and before our "
-                     "ClientHello; plaintext "
-                     "there is never taken as protected",
-                     what, waiting, rn_conn_remote_addr(c));
+        rc = rn__err(
+            RN_ETLS,
+            "%s refused: %zu bytes arrived from %s after its go-ahead and before our ClientHello; "
+            "plaintext there is never taken as protected",
+            what, waiting, rn_conn_remote_addr(c));
         goto out;
     }
     if ((rc = client_config(given, &cfg, what)) < 0)
@@ -133,7 +118,7 @@ RN_EXPORT int rn_conn_upgrade_to_tls_with(rn_conn *c, const char *host, const rn
     /* On failure the connection stays TLS (and failed): it never falls
      * back to plaintext. */
     if (rc == 0)
-        rc = rn__tls_handshake(c, conn_hs_deadline(c), what);
+        rc = rn__tls_handshake(c, rn__conn_io_deadline(c), what);
 out:
     rn__conn_leave(c);
     return rc;
@@ -155,11 +140,17 @@ static int server_config(const rn_tls_config *cfg, const char *what)
     return rn__tls_config_use((rn_tls_config *)cfg, what);
 }
 
-int rn__tls_attach_server(rn_conn *c, const struct rn_tls_config *cfg)
+/* The accept hook of a TLS listener. The handshake waits for the first
+ * read, write or rn_conn_handshake: a silent client must not hold up the
+ * accept loop. */
+static int listener_accept(rn_conn *c, void *cfg)
 {
-    /* The handshake waits for the first read, write or rn_conn_handshake:
-     * a silent client must not hold up the accept loop. */
-    return rn__tls_session_attach(c, (rn_tls_config *)cfg, NULL, true);
+    return rn__tls_session_attach(c, cfg, NULL, true);
+}
+
+static void listener_release(void *cfg)
+{
+    rn__tls_config_unref(cfg); /* rn_tls_listen's reference */
 }
 
 RN_EXPORT int rn_tls_listen(rn_server **out, const char *host, int port, const rn_tls_config *cfg)
@@ -170,7 +161,9 @@ RN_EXPORT int rn_tls_listen(rn_server **out, const char *host, int port, const r
     if (rc < 0)
         return rc;
     rn__tls_config_ref((rn_tls_config *)cfg); /* dropped by rn_server_close */
-    rc = rn__listen(out, host, port, cfg);
+    struct rn__accept_hook hook = {
+        .on_accept = listener_accept, .release = listener_release, .data = (void *)cfg};
+    rc = rn__listen(out, host, port, &hook, "tls_listen");
     if (rc < 0)
         rn__tls_config_unref((rn_tls_config *)cfg);
     return rc;
@@ -184,7 +177,7 @@ RN_EXPORT int rn_conn_accept_tls(rn_conn *c, const rn_tls_config *cfg)
         return rc;
     if ((rc = server_config(cfg, what)) == 0 && (rc = starttls_check(c, what)) == 0 &&
         (rc = rn__tls_session_attach(c, (rn_tls_config *)cfg, NULL, true)) == 0)
-        rc = rn__tls_handshake(c, conn_hs_deadline(c), what);
+        rc = rn__tls_handshake(c, rn__conn_io_deadline(c), what);
     rn__conn_leave(c);
     return rc;
 }
@@ -194,15 +187,21 @@ RN_EXPORT int rn_conn_handshake(rn_conn *c)
     int rc = rn__conn_enter(c, "handshake");
     if (rc < 0)
         return rc;
-    if (c->tls)
-        rc = rn__tls_handshake(c, conn_hs_deadline(c), "handshake");
+    if (rn__tls_of(c))
+        rc = rn__tls_handshake(c, rn__conn_io_deadline(c), "handshake");
     rn__conn_leave(c);
     return rc;
 }
 
 RN_EXPORT const char *rn_conn_alpn(const rn_conn *c)
 {
-    if (!c || !c->tls || !c->tls->hs_done || !c->tls->alpn[0])
+    struct rn__tls *t = c ? rn__tls_of(c) : NULL;
+    if (!t || !t->hs_done || !t->alpn[0])
         return NULL;
-    return c->tls->alpn;
+    return t->alpn;
+}
+
+RN_EXPORT bool rn_conn_is_tls(const rn_conn *c)
+{
+    return c && rn__tls_of(c);
 }

@@ -1,7 +1,8 @@
 /* tls.h - what the files of tls/ share: the config object behind
  * rn_tls_config and the per-connection session (struct rn__tls) that runs
- * wolfSSL over memory buffers. Private to tls/; api/ sees only the seams in
- * api.h. */
+ * wolfSSL over memory buffers. Private to tls/: the connection sees TLS
+ * only as the stream operations rn__tls_ops, and tls/ reaches the socket
+ * only through the transport helpers of api.h. */
 #ifndef RN_TLS_H
 #define RN_TLS_H
 
@@ -47,6 +48,9 @@ void rn__tls_config_unref(rn_tls_config *cfg);
  * store as SSL_CERT_FILE / SSL_CERT_DIR say now (rebuilt when they change).
  * Returned with a reference the caller drops; NULL with rn_last_error set. */
 rn_tls_config *rn__tls_default_client(void);
+
+/* wolfSSL's words for err, in buf. */
+const char *rn__tls_errstr(int err, char *buf, size_t len);
 
 /* Mark this thread as one that ran wolfSSL, so that its per-thread caches
  * are freed when it exits. */
@@ -94,19 +98,64 @@ struct rn__tls {
     char alpn[64]; /* negotiated protocol, "" if none */
 };
 
-/* Make a session for c with cfg (frozen already) and attach it (c->tls).
+/* How long close waits to hand close_notify (or a handshake's alert) to
+ * the kernel. */
+#define CLOSE_NOTIFY_MS 200
+
+/* The stream operations of a TLS connection (io.c). */
+extern const struct rn__stream_ops rn__tls_ops;
+
+/* The session of a TLS connection; NULL if c is not one. */
+static inline struct rn__tls *rn__tls_of(const rn_conn *c)
+{
+    return c->ops == &rn__tls_ops ? c->layer : NULL;
+}
+
+/* Make a session for c with cfg (frozen already) and make it c's layer
+ * (c->ops = &rn__tls_ops).
  * host: the name to verify (client); NULL for servers. */
 int rn__tls_session_attach(rn_conn *c, rn_tls_config *cfg, const char *host, bool server);
 /* Run the handshake to its end under deadline (0 on success, sticky on
  * failure, resumable after -ETIMEDOUT). */
 int rn__tls_handshake(rn_conn *c, int64_t deadline, const char *what);
 
+/* Free c's session and give c back the plain operations (the free entry). */
+void rn__tls_free(rn_conn *c);
+
+/* session.c: errors. The peer's name for messages. */
+const char *rn__tls_peer(struct rn__tls *t);
+/* Make the session fail for good with code and this sentence. */
+int rn__tls_fail(struct rn__tls *t, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The sticky failure again, as this call's error. */
+int rn__tls_sticky(struct rn__tls *t);
+/* A wolfSSL call failed with ret: classify, describe, make it sticky. */
+int rn__tls_wolf_fail(struct rn__tls *t, int ret, const char *what);
+
+/* io.c: turns and ciphertext. Wait until *busy is free and take it: park
+ * on the session's waiter list until the holder gives the turn back, or
+ * until the deadline (a timed park: a holder blocked without a deadline
+ * cannot make this call late). 0, -ETIMEDOUT or RN_ECLOSED. */
+int rn__tls_take(struct rn__tls *t, bool *busy, int64_t deadline);
+void rn__tls_give(struct rn__tls *t, bool *busy);
+/* Hand everything queued to the kernel (wr_busy held). On failure what is
+ * unsent stays, in order, for the next flush. */
+int rn__tls_flush_locked(struct rn__tls *t, int64_t deadline);
+/* Receive more ciphertext into `in` (rd_busy held; called only when wolfSSL
+ * has taken all of it, so `in` holds no buffer). The bytes land in a lent
+ * buffer, which the receive callback gives back once wolfSSL has taken
+ * them all: a session waiting for its peer holds no inbound buffer. Bytes
+ * (> 0), 0 at end of stream, or an error. */
+ssize_t rn__tls_fill_locked(struct rn__tls *t, int64_t deadline);
+/* Free an outbound buffer (from the loop's cache or malloc). */
+void rn__tls_outbuf_free(struct rn__tls *t, struct rn__tls_buf *b);
+
 /* wolfSSL's I/O callbacks (session.c), installed on every context: recv
  * takes from the session's inbound buffer, send appends to its queue. */
 int rn__tls_cb_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx);
 int rn__tls_cb_send(WOLFSSL *ssl, char *buf, int sz, void *ctx);
 
-/* config.c: the sentence for a refused certificate, from what the verify
+/* verify.c: the sentence for a refused certificate, from what the verify
  * callback recorded and wolfSSL's error. */
 void rn__tls_verify_message(struct rn__tls *t, int wolf_err, char *out, size_t outlen);
 /* Whether a wolfSSL error means the peer's certificate was refused. */
