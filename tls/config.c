@@ -362,7 +362,7 @@ int rn__tls_ctx_use_cert(WOLFSSL_CTX *ctx, const char *cert_pem, const char *key
         return rn__err(RN_ETLS, "%s: %s is not a usable PEM private key (%s)", what, key_pem,
                        r < 0 ? rn__tls_errstr(r, eb, sizeof eb) : "no key found");
     r = wolfSSL_CTX_check_private_key(ctx);
-    if (r != WOLFSSL_SUCCESS)
+    if (r != WOLFSSL_SUCCESS || rn__tls_ec_key_check(cert_pem, key_pem) == 0)
         return rn__err(RN_ETLS, "%s: the key in %s does not belong to the certificate in %s", what,
                        key_pem, cert_pem);
     return 0;

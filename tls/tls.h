@@ -88,6 +88,11 @@ WOLFSSL_CTX *rn__tls_ctx_new(bool server, const char **failed);
 int rn__tls_ctx_use_cert(WOLFSSL_CTX *ctx, const char *cert_pem, const char *key_pem,
                          const char *what);
 
+/* keycheck.c: whether the EC key in key_pem is the one of the leaf in
+ * cert_pem: 1, 0 (it is not), -1 (not an EC pair, or unreadable: no
+ * verdict; wolfSSL's own check stands). */
+int rn__tls_ec_key_check(const char *cert_pem, const char *key_pem);
+
 /* sni.c: (re)read the names of chain i from cert_pem (server configs);
  * install the SNI callback; bring every chain's ctx in line with the
  * first's client verification when the config freezes; free the chains. */
