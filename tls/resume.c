@@ -145,7 +145,9 @@ struct entry {
     struct entry *prev, *next; /* LRU list, most recent first */
     uint32_t hash;
     int port;
-    WOLFSSL_SESSION *sess; /* our own copy: read under mu, never changed */
+    unsigned char *der; /* the session, serialised (a few KB, against the
+                           37.5 KB of a WOLFSSL_SESSION in Debian's build) */
+    int der_len;
     char host[];
 };
 
@@ -198,7 +200,8 @@ static void cache_remove(struct rn__tls_cache *c, struct entry *e)
 static void entry_free(struct entry *e)
 {
     if (e) {
-        wolfSSL_SESSION_free(e->sess);
+        memset(e->der, 0, (size_t)e->der_len); /* it holds the session's secret */
+        free(e->der);
         free(e);
     }
 }
@@ -222,19 +225,23 @@ static struct rn__tls_cache *cache_new(size_t max)
     return c;
 }
 
-/* wolfSSL's new-session callback (client contexts): keep a copy of the
- * session under the connection's host and port. Returns 0: wolfSSL keeps
- * (and drops) its own reference. */
+/* wolfSSL's new-session callback (client contexts): keep the session,
+ * serialised, under the connection's host and port. Returns 0: wolfSSL
+ * keeps (and drops) its own reference. */
 static int on_new_session(WOLFSSL *ssl, WOLFSSL_SESSION *sess)
 {
     struct rn__tls *t = wolfSSL_GetIOReadCtx(ssl);
     struct rn__tls_cache *c = t && !t->server ? t->cfg->cache : NULL;
     if (!c || !t->host[0] || t->port <= 0)
         return 0;
+    int len = wolfSSL_i2d_SSL_SESSION(sess, NULL);
+    if (len <= 0)
+        return 0;
     size_t hl = strlen(t->host);
     struct entry *e = malloc(sizeof *e + hl + 1);
-    WOLFSSL_SESSION *copy = e ? wolfSSL_SESSION_dup(sess) : NULL;
-    if (!copy) {
+    unsigned char *der = e ? malloc((size_t)len) : NULL, *p = der;
+    if (!der || wolfSSL_i2d_SSL_SESSION(sess, &p) != len) {
+        free(der);
         free(e);
         return 0; /* out of memory: this session is not kept, nothing else changes */
     }
@@ -242,7 +249,8 @@ static int on_new_session(WOLFSSL *ssl, WOLFSSL_SESSION *sess)
     memcpy(e->host, t->host, hl + 1);
     e->port = t->port;
     e->hash = key_hash(e->host, e->port);
-    e->sess = copy;
+    e->der = der;
+    e->der_len = len;
     struct entry *old = NULL;
     pthread_mutex_lock(&c->mu);
     struct entry **pp = find_slot(c, e->host, e->port, e->hash);
@@ -271,20 +279,32 @@ void rn__tls_resume_offer(struct rn__tls *t)
     if (!c || !t->host[0] || t->port <= 0)
         return;
     uint32_t h = key_hash(t->host, t->port);
-    struct entry *stale = NULL;
+    WOLFSSL_SESSION *sess = NULL;
     pthread_mutex_lock(&c->mu);
     struct entry *e = *find_slot(c, t->host, t->port, h);
     if (e) {
-        /* wolfSSL_set_session copies the session into this connection's
-         * own; under mu, so no other thread frees it meanwhile. It refuses
-         * an expired one, which then goes. */
-        if (wolfSSL_set_session(t->ssl, e->sess) == WOLFSSL_SUCCESS) {
-            lru_unlink(e);
-            lru_push_front(c, e);
-        } else {
-            cache_remove(c, e);
-            stale = e;
-        }
+        const unsigned char *p = e->der;
+        sess = wolfSSL_d2i_SSL_SESSION(NULL, &p, e->der_len);
+        lru_unlink(e);
+        lru_push_front(c, e);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!e)
+        return;
+    /* wolfSSL refuses an expired session (or one it cannot read back):
+     * the entry goes. */
+    if (sess && wolfSSL_set_session(t->ssl, sess) == WOLFSSL_SUCCESS) {
+        wolfSSL_SESSION_free(sess);
+        return;
+    }
+    if (sess)
+        wolfSSL_SESSION_free(sess);
+    struct entry *stale = NULL;
+    pthread_mutex_lock(&c->mu);
+    struct entry **pp = find_slot(c, t->host, t->port, h);
+    if (*pp) {
+        stale = *pp;
+        cache_remove(c, stale);
     }
     pthread_mutex_unlock(&c->mu);
     entry_free(stale);
