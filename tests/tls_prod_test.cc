@@ -601,7 +601,7 @@ TEST_P(TlsProdTest, SecondConnectionResumesAgainstOpensslSServerOverTls13AndTls1
 
 TEST_P(TlsProdTest, SecondConnectionResumesAgainstGnutlsServ) {
     RNT_NEED_CERTS(c);
-    RNT_NEED_TOOL("gnutls-serv");
+    RNT_NEED_TOOL_FROM("gnutls-serv", "gnutls-bin");
     OnLoopRun([&] {
         for (const char *prio : {"NORMAL", "NORMAL:-VERS-TLS1.3"}) {
             Proc s;
