@@ -431,6 +431,7 @@ TEST_P(TlsProdTest, RotationsFromAnotherThreadDuring100ConcurrentHandshakes) {
     std::atomic<rn_server *> srv{nullptr};
     std::atomic<bool> stop{false};
     std::atomic<int> rotations{0};
+    std::atomic<bool> rotator_done{false};
     std::thread rotator([&] {
         while (srv == nullptr)
             std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -439,6 +440,7 @@ TEST_P(TlsProdTest, RotationsFromAnotherThreadDuring100ConcurrentHandshakes) {
             rotations++;
             std::this_thread::sleep_for(std::chrono::microseconds(200));
         }
+        rotator_done = true;
     });
     OnLoopRun([&] {
         ProdServer e;
@@ -458,6 +460,8 @@ TEST_P(TlsProdTest, RotationsFromAnotherThreadDuring100ConcurrentHandshakes) {
         }
         EXPECT_TRUE(WaitUntil([&] { return finished == kClients; }));
         stop = true;
+        /* No rotation may race the close (the header says so). */
+        EXPECT_TRUE(WaitUntil([&] { return rotator_done.load(); }));
         StopProd(&e);
         EXPECT_EQ(kClients, ok.load());
         EXPECT_EQ(0, e.failures.load()) << Err(e.last_error);
