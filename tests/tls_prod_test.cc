@@ -281,6 +281,29 @@ TEST_P(TlsProdTest, SniMatchesTheCommonNameOfAChainWithoutSubjectAltNameAndAnRsa
     });
 }
 
+/* mTLS applies to every chain, whichever the name picks. */
+TEST_P(TlsProdTest, EveryChainRequiresTheClientCertificateOfAnMtlsConfig) {
+    RNT_NEED_PROD(c, p);
+    OnLoopRun([&] {
+        TlsConfig scfg = ServerConfig(c);
+        ASSERT_EQ(0, rn_tls_config_add_cert(scfg, p->alpha.c_str(), p->alpha_key.c_str())) << rn_last_error();
+        ASSERT_EQ(0, rn_tls_config_require_client_cert(scfg, c->ca.c_str())) << rn_last_error();
+        TlsConfig anon = ClientConfig(c), with_cert = ClientConfig(c);
+        ASSERT_EQ(0, rn_tls_config_set_cert(with_cert, c->client.c_str(), c->client_key.c_str())) << rn_last_error();
+        ASSERT_EQ(0, rn_tls_config_set_session_cache(anon, 0));
+        ProdServer e;
+        StartProd(&e, scfg);
+        bool resumed;
+        for (const char *host : {"alpha.test", "localhost"}) {
+            EXPECT_EQ(0, Visit(e.port, host, with_cert, &resumed)) << host << ": " << rn_last_error();
+            EXPECT_NE(0, Visit(e.port, host, anon, &resumed)) << host;
+        }
+        StopProd(&e);
+        EXPECT_EQ(2, e.failures.load());
+        EXPECT_EQ(RN_ETLS_VERIFY, e.last_error.load()) << rn_strerror(e.last_error);
+    });
+}
+
 /* Hostile: names no certificate could carry get the first chain and a
  * handshake as usual, never a crash or a refusal. */
 TEST_P(TlsProdTest, SniOf255BytesAndSniWithControlBytesGetTheFirstChain) {

@@ -393,6 +393,13 @@ RN_EXPORT int rn_tls_config_set_ca_file(rn_tls_config *cfg, const char *pem_file
         return rc;
     if (!pem_file || !*pem_file)
         return rn__err(-EINVAL, "tls_config_set_ca_file: pem_file is NULL or empty");
+    if (cfg->server && cfg->client_ca) { /* mTLS: every chain's context verifies with it */
+        char *copy = strdup(pem_file);
+        if (!copy)
+            return rn__err(-ENOMEM, "tls_config_set_ca_file: out of memory");
+        free(cfg->client_ca);
+        cfg->client_ca = copy;
+    }
     return load_ca_file(cfg, pem_file, "tls_config_set_ca_file");
 }
 
