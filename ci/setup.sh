@@ -16,6 +16,8 @@ packages=(
     clang-format-14
     # real peers and tools the tests and demo start
     openssl curl socat iproute2 procps ca-certificates postgresql util-linux coreutils
+    # gnutls-serv: a TLS server nobody here wrote, for session resumption
+    gnutls-bin
 )
 
 # A package counts only when installed for this machine's architecture (or

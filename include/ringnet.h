@@ -320,6 +320,26 @@ int rn_tls_config_require_client_cert(rn_tls_config *server_cfg, const char *ca_
  * none. 0, -EINVAL (an empty or > 255-byte name, a list over 1024 bytes or
  * over 257 names), -EBUSY. */
 int rn_tls_config_set_alpn(rn_tls_config *cfg, const char *protocols);
+/* Another certificate chain (PEM, leaf first) and its key for a server
+ * config: a client whose SNI matches one of the chain's names (its
+ * subjectAltName dNSNames, or its subject CN when it has none; exact, any
+ * case, or a one-label wildcard "*.example.com", which covers
+ * a.example.com but neither example.com nor a.b.example.com) gets it; the
+ * chains are tried in the order given, rn_tls_server_config's first, and a
+ * client whose SNI matches none (or who sends none) gets the first.
+ * Checked at the call: 0, -ENOENT/-EACCES (a file cannot be read),
+ * RN_ETLS (not a PEM chain or key, or the key is not the certificate's),
+ * -EINVAL (NULL, a client config, over 1024 names), -EBUSY (in use). */
+int rn_tls_config_add_cert(rn_tls_config *server_cfg, const char *cert_pem, const char *key_pem);
+/* Client session resumption: a client config keeps the last session of
+ * each host and port it connected to (TLS 1.3 tickets, TLS 1.2 tickets and
+ * session ids), at most entries of them, the least recently used going
+ * first, and offers it on the next connection there. On by default with
+ * 256 entries; shared by every thread using the config (a mutex).
+ * entries == 0 turns it off. A TLS 1.3 ticket arrives after the handshake
+ * and is kept when the connection reads. 0, -EINVAL (NULL, a server
+ * config, over 1048576 entries), -EBUSY (in use). */
+int rn_tls_config_set_session_cache(rn_tls_config *cfg, size_t entries);
 void rn_tls_config_free(rn_tls_config *cfg);
 
 /* rn_tls_connect with cfg (a client config; NULL = the default). */
@@ -334,6 +354,17 @@ int rn_conn_upgrade_to_tls_with(rn_conn *c, const char *host, const rn_tls_confi
  * deferred to the first read/write or rn_conn_handshake (never inside
  * accept). Holds a reference on server_cfg until rn_server_close. */
 int rn_tls_listen(rn_server **out, const char *host, int port, const rn_tls_config *server_cfg);
+/* Certificate rotation without a restart: connections s accepts whose
+ * handshake begins after this call use cfg (its certificates, its
+ * client-CA list for mTLS, its ticket keys); connections whose handshake
+ * began already keep the config they had. s holds a reference on cfg (the
+ * caller may free its own) and drops the old config's. Safe while tasks
+ * accept and handshake on s, and from any thread, but not during
+ * rn_server_close(s). Sessions resumed under the old config's tickets do
+ * not carry over: a new config has new ticket keys. 0; -EINVAL (NULL, a
+ * server not made by rn_tls_listen, a client config); RN_ETLS as
+ * rn_tls_listen. */
+int rn_server_set_tls_config(rn_server *s, const rn_tls_config *cfg);
 /* STARTTLS, server side: a server handshake now, under c's deadlines.
  * RN_ETLS if unread plaintext is held (CVE-2011-0411), RN_ETLS_VERIFY
  * (mTLS refusal), -ETIMEDOUT, -EINVAL. */
@@ -345,6 +376,10 @@ const char *rn_conn_alpn(const rn_conn *c);
  * timed-out handshake resumes at the next call. RN_ETLS, RN_ETLS_VERIFY,
  * -ETIMEDOUT, RN_ECLOSED. */
 int rn_conn_handshake(rn_conn *c);
+/* Whether this TLS connection's handshake resumed a session (a client
+ * offering a cached one, a server accepting a ticket); false for plain
+ * connections and before the handshake ends. */
+bool rn_conn_tls_resumed(const rn_conn *c);
 
 /* ---- DNS --------------------------------------------------------------- */
 

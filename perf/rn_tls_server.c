@@ -4,9 +4,12 @@
  * second (openssl s_time -new) and bulk throughput (openssl s_client) against
  * it and against openssl s_server.
  *
- * Usage: rn_tls_server --cert PEM --key PEM [--port N] [--backend B] [--lent] [--probe]
+ * Usage: rn_tls_server --cert PEM --key PEM [--port N] [--backend B] [--lent] [--http] [--probe]
  * --lent reads with rn_conn_read_lent instead of into a 16 KiB buffer on
- * the task's stack.
+ * the task's stack. --http answers the first read with the bytes `openssl
+ * s_server -WWW` sends for a file holding "hello\n", then closes: what
+ * `openssl s_time -www /hello` needs, and TLS 1.3 clients read their
+ * session ticket meanwhile (perf/tls_resume.sh).
  * Prints "listening <addr> backend <name>" once ready. --probe only checks
  * that a TLS listener can be made (exit 0) or says why not (exit 1): the
  * benchmark script skips TLS when it cannot. SIGTERM/SIGINT end it. */
@@ -21,7 +24,7 @@
 
 static struct bench_opts opt = {0, 16384};
 static const char *cert, *key;
-static bool probe, lent;
+static bool probe, lent, http;
 static int status;
 
 static void handle_client(void *arg)
@@ -39,6 +42,16 @@ static void handle_client_lent(void *arg)
     const void *data;
     while (rn_conn_read_lent(c, &data) > 0)
         ;
+    rn_conn_close(c);
+}
+
+static void handle_client_http(void *arg)
+{
+    rn_conn *c = arg;
+    static const char answer[] = "HTTP/1.0 200 ok\r\nContent-type: text/plain\r\n\r\nhello\n";
+    char buf[4096];
+    if (rn_conn_read(c, buf, sizeof buf) > 0)
+        (void)rn_conn_write_all(c, answer, sizeof answer - 1);
     rn_conn_close(c);
 }
 
@@ -64,7 +77,7 @@ static void main_task(void *arg)
         rn_tls_config_free(cfg);
         return;
     }
-    bench_serve(s, lent ? handle_client_lent : handle_client);
+    bench_serve(s, http ? handle_client_http : lent ? handle_client_lent : handle_client);
     rn_tls_config_free(cfg);
 }
 
@@ -85,12 +98,18 @@ int main(int argc, char **argv)
             lent = true;
             continue;
         }
+        if (!strcmp(a, "--http")) {
+            http = true;
+            continue;
+        }
         if (i + 1 < argc && !strcmp(a, "--cert"))
             cert = argv[++i];
         else if (i + 1 < argc && !strcmp(a, "--key"))
             key = argv[++i];
         else {
-            fprintf(stderr, "usage: %s --cert PEM --key PEM [--port N] [--backend B] [--lent] [--probe]\n",
+            fprintf(stderr,
+                    "usage: %s --cert PEM --key PEM [--port N] [--backend B] [--lent] [--http] "
+                    "[--probe]\n",
                     argv[0]);
             return 2;
         }

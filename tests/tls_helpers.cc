@@ -115,6 +115,11 @@ int ListenTls(Server *s, rn_tls_config *cfg) {
     return rc == 0 ? PortOf(rn_server_addr(*s)) : 0;
 }
 
+bool PeersRequired() {
+    const char *v = getenv("RINGNET_TEST_REQUIRE_PEERS");
+    return v != nullptr && strcmp(v, "1") == 0;
+}
+
 std::string FindTool(const std::string &name) {
     if (name.find('/') != std::string::npos)
         return access(name.c_str(), X_OK) == 0 ? name : "";

@@ -79,6 +79,9 @@ class Proc {
     std::string out_path_;
 };
 
+/* Whether RINGNET_TEST_REQUIRE_PEERS=1: a missing peer fails the test. */
+bool PeersRequired();
+
 /* A TCP port that was free a moment ago on 127.0.0.1. */
 int FreePort();
 
@@ -101,16 +104,27 @@ class ScopedEnv {
 
 } // namespace rnt
 
-/* Skip the test (with the reason) when the certificates cannot be made. */
+/* Skip the test (with the reason) when the certificates cannot be made;
+ * fail it where the peers are required (openssl makes them). */
 #define RNT_NEED_CERTS(var)                                                                                            \
     std::string var##_why;                                                                                             \
     const ::rnt::TestCerts *var = ::rnt::Certs(&var##_why);                                                            \
-    if (var == nullptr)                                                                                                \
-    GTEST_SKIP() << var##_why
+    if (var == nullptr) {                                                                                              \
+        if (::rnt::PeersRequired())                                                                                    \
+            FAIL() << var##_why << " (RINGNET_TEST_REQUIRE_PEERS is set)";                                             \
+        GTEST_SKIP() << var##_why;                                                                                     \
+    }
 
-/* Skip the test when a tool is missing. */
-#define RNT_NEED_TOOL(name)                                                                                            \
-    if (::rnt::FindTool(name).empty())                                                                                 \
-    GTEST_SKIP() << name << " is not installed (Debian package: " << name << ")"
+/* Skip the test when a tool is missing, or fail it where the peers are
+ * required (RINGNET_TEST_REQUIRE_PEERS=1, as ci/test.sh sets it: there
+ * ci/setup.sh installed them, so a missing one is a broken setup). */
+#define RNT_NEED_TOOL_FROM(name, package)                                                                              \
+    if (::rnt::FindTool(name).empty()) {                                                                               \
+        if (::rnt::PeersRequired())                                                                                    \
+            FAIL() << name << " is not installed (Debian package: " << package                                         \
+                   << ") and RINGNET_TEST_REQUIRE_PEERS is set";                                                       \
+        GTEST_SKIP() << name << " is not installed (Debian package: " << package << ")";                               \
+    }
+#define RNT_NEED_TOOL(name) RNT_NEED_TOOL_FROM(name, name)
 
 #endif /* RINGNET_TESTS_TLS_HELPERS_H */

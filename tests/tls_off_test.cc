@@ -40,6 +40,12 @@ TEST_P(TlsOffTest, EveryTlsCallIsEopnotsuppNamingTheBuildOption) {
         EXPECT_EQ(-EOPNOTSUPP, rn_tls_config_set_cert(nullptr, "c.pem", "k.pem"));
         EXPECT_EQ(-EOPNOTSUPP, rn_tls_config_require_client_cert(nullptr, "ca.pem"));
         EXPECT_EQ(-EOPNOTSUPP, rn_tls_config_set_alpn(nullptr, "h2"));
+        EXPECT_EQ(-EOPNOTSUPP, rn_tls_config_add_cert(nullptr, "c.pem", "k.pem"));
+        EXPECT_TRUE(SaysBuiltWithoutTls("tls_config_add_cert"));
+        EXPECT_EQ(-EOPNOTSUPP, rn_tls_config_set_session_cache(nullptr, 10));
+        EXPECT_TRUE(SaysBuiltWithoutTls("tls_config_set_session_cache"));
+        EXPECT_EQ(-EOPNOTSUPP, rn_server_set_tls_config(nullptr, nullptr));
+        EXPECT_TRUE(SaysBuiltWithoutTls("server_set_tls_config"));
         rn_tls_config_free(nullptr);
     });
 }
@@ -50,6 +56,7 @@ TEST_P(TlsOffTest, PlainConnectionsWorkAndRefuseAnUpgrade) {
         ASSERT_TRUE(MakePair(&p));
         EXPECT_FALSE(rn_conn_is_tls(p.cli));
         EXPECT_EQ(nullptr, rn_conn_alpn(p.cli));
+        EXPECT_FALSE(rn_conn_tls_resumed(p.cli));
         EXPECT_EQ(0, rn_conn_handshake(p.cli)) << rn_last_error();
         EXPECT_EQ(-EOPNOTSUPP, rn_conn_upgrade_to_tls(p.cli, "localhost"));
         EXPECT_TRUE(SaysBuiltWithoutTls("upgrade_to_tls"));

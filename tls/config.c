@@ -143,6 +143,43 @@ const char *rn__tls_errstr(int err, char *buf, size_t len)
     return buf;
 }
 
+WOLFSSL_CTX *rn__tls_ctx_new(bool server, const char **failed)
+{
+    WOLFSSL_CTX *ctx =
+        wolfSSL_CTX_new(server ? wolfSSLv23_server_method() : wolfSSLv23_client_method());
+    *failed = NULL;
+    if (!ctx) {
+        *failed = "making a context (out of memory)";
+        return NULL;
+    }
+    int groups[] = {WOLFSSL_ECC_X25519, WOLFSSL_ECC_SECP256R1, WOLFSSL_ECC_SECP384R1};
+    if (wolfSSL_CTX_SetMinVersion(ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS)
+        *failed = "setting TLS 1.2 as the minimum version";
+    else if (wolfSSL_CTX_set_cipher_list(ctx, suite_list()) != WOLFSSL_SUCCESS)
+        *failed = "setting the cipher suites";
+    else if (wolfSSL_CTX_set_groups(ctx, groups, (int)(sizeof groups / sizeof groups[0])) !=
+             WOLFSSL_SUCCESS)
+        *failed = "setting the key exchange groups";
+    /* TLS 1.2's supported_groups extension: the same curves, X25519 first. */
+    for (size_t i = 0; !*failed && i < sizeof groups / sizeof groups[0]; i++)
+        if (wolfSSL_CTX_UseSupportedCurve(ctx, (word16)groups[i]) != WOLFSSL_SUCCESS)
+            *failed = "setting the supported curves";
+    if (*failed) {
+        wolfSSL_CTX_free(ctx);
+        return NULL;
+    }
+    wolfSSL_CTX_SetIORecv(ctx, rn__tls_cb_recv);
+    wolfSSL_CTX_SetIOSend(ctx, rn__tls_cb_send);
+    /* Debian builds wolfSSL with verification off by default: a client
+     * must ask for it, always. A server asks only with
+     * rn_tls_config_require_client_cert. */
+    if (server)
+        wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_NONE, NULL);
+    else
+        wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_PEER, rn__tls_verify_cb);
+    return ctx;
+}
+
 static rn_tls_config *config_new(bool server, const char *what)
 {
     pthread_once(&init_once, wolf_init);
@@ -156,45 +193,19 @@ static rn_tls_config *config_new(bool server, const char *what)
         rn__err(-ENOMEM, "%s: out of memory", what);
         return NULL;
     }
+    const char *failed;
+    cfg->ctx = rn__tls_ctx_new(server, &failed);
+    if (!cfg->ctx) {
+        free(cfg);
+        rn__err(strstr(failed, "memory") ? -ENOMEM : RN_ETLS, "%s: wolfSSL refused %s", what,
+                failed);
+        return NULL;
+    }
     atomic_init(&cfg->refs, 1);
     atomic_init(&cfg->frozen, false);
     pthread_mutex_init(&cfg->freeze_mu, NULL);
     cfg->server = server;
-    cfg->ctx = wolfSSL_CTX_new(server ? wolfSSLv23_server_method() : wolfSSLv23_client_method());
-    if (!cfg->ctx) {
-        free(cfg);
-        rn__err(-ENOMEM, "%s: wolfSSL_CTX_new failed", what);
-        return NULL;
-    }
-    WOLFSSL_CTX *ctx = cfg->ctx;
-    int groups[] = {WOLFSSL_ECC_X25519, WOLFSSL_ECC_SECP256R1, WOLFSSL_ECC_SECP384R1};
-    const char *failed = NULL;
-    if (wolfSSL_CTX_SetMinVersion(ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS)
-        failed = "setting TLS 1.2 as the minimum version";
-    else if (wolfSSL_CTX_set_cipher_list(ctx, suite_list()) != WOLFSSL_SUCCESS)
-        failed = "setting the cipher suites";
-    else if (wolfSSL_CTX_set_groups(ctx, groups, (int)(sizeof groups / sizeof groups[0])) !=
-             WOLFSSL_SUCCESS)
-        failed = "setting the key exchange groups";
-    /* TLS 1.2's supported_groups extension: the same curves, X25519 first. */
-    for (size_t i = 0; !failed && i < sizeof groups / sizeof groups[0]; i++)
-        if (wolfSSL_CTX_UseSupportedCurve(ctx, (word16)groups[i]) != WOLFSSL_SUCCESS)
-            failed = "setting the supported curves";
-    if (failed) {
-        rn__err(RN_ETLS, "%s: wolfSSL refused %s", what, failed);
-        wolfSSL_CTX_free(ctx);
-        free(cfg);
-        return NULL;
-    }
-    wolfSSL_CTX_SetIORecv(ctx, rn__tls_cb_recv);
-    wolfSSL_CTX_SetIOSend(ctx, rn__tls_cb_send);
-    /* Debian builds wolfSSL with verification off by default: a client
-     * must ask for it, always. A server asks only with
-     * rn_tls_config_require_client_cert. */
-    if (server)
-        wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_NONE, NULL);
-    else
-        wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_PEER, rn__tls_verify_cb);
+    rn__tls_resume_init(cfg, cfg->ctx);
     return cfg;
 }
 
@@ -207,9 +218,12 @@ void rn__tls_config_unref(rn_tls_config *cfg)
 {
     if (!cfg || atomic_fetch_sub(&cfg->refs, 1) != 1)
         return;
+    rn__tls_certs_free(cfg);
+    rn__tls_resume_free(cfg);
     wolfSSL_CTX_free(cfg->ctx);
     pthread_mutex_destroy(&cfg->freeze_mu);
     free(cfg->alpn);
+    free(cfg->client_ca);
     free(cfg);
 }
 
@@ -281,11 +295,12 @@ int rn__tls_config_use(rn_tls_config *cfg, const char *what)
     if (!atomic_load_explicit(&cfg->frozen, memory_order_acquire)) {
         pthread_mutex_lock(&cfg->freeze_mu);
         if (!atomic_load_explicit(&cfg->frozen, memory_order_relaxed)) {
-            if (!cfg->server && !cfg->ca_set) {
+            if (!cfg->server && !cfg->ca_set)
                 cfg->load_err = load_system_trust(cfg);
-                if (cfg->load_err < 0)
-                    snprintf(cfg->load_msg, sizeof cfg->load_msg, "%s", rn_last_error());
-            }
+            if (cfg->load_err == 0)
+                cfg->load_err = cfg->server ? rn__tls_sni_freeze(cfg) : rn__tls_resume_freeze(cfg);
+            if (cfg->load_err < 0)
+                snprintf(cfg->load_msg, sizeof cfg->load_msg, "%s", rn_last_error());
             atomic_store_explicit(&cfg->frozen, true, memory_order_release);
         }
         pthread_mutex_unlock(&cfg->freeze_mu);
@@ -325,7 +340,8 @@ RN_EXPORT rn_tls_config *rn_tls_client_config(void)
     return config_new(false, "tls_client_config");
 }
 
-static int use_cert(rn_tls_config *cfg, const char *cert_pem, const char *key_pem, const char *what)
+int rn__tls_ctx_use_cert(WOLFSSL_CTX *ctx, const char *cert_pem, const char *key_pem,
+                         const char *what)
 {
     if (!cert_pem || !key_pem)
         return rn__err(-EINVAL, "%s: %s is NULL", what, !cert_pem ? "cert_pem" : "key_pem");
@@ -337,19 +353,27 @@ static int use_cert(rn_tls_config *cfg, const char *cert_pem, const char *key_pe
         }
     }
     char eb[120];
-    int r = wolfSSL_CTX_use_certificate_chain_file(cfg->ctx, cert_pem);
+    int r = wolfSSL_CTX_use_certificate_chain_file(ctx, cert_pem);
     if (r != WOLFSSL_SUCCESS)
         return rn__err(RN_ETLS, "%s: %s is not a usable PEM certificate chain (%s)", what, cert_pem,
                        r < 0 ? rn__tls_errstr(r, eb, sizeof eb) : "no certificate found");
-    r = wolfSSL_CTX_use_PrivateKey_file(cfg->ctx, key_pem, WOLFSSL_FILETYPE_PEM);
+    r = wolfSSL_CTX_use_PrivateKey_file(ctx, key_pem, WOLFSSL_FILETYPE_PEM);
     if (r != WOLFSSL_SUCCESS)
         return rn__err(RN_ETLS, "%s: %s is not a usable PEM private key (%s)", what, key_pem,
                        r < 0 ? rn__tls_errstr(r, eb, sizeof eb) : "no key found");
-    r = wolfSSL_CTX_check_private_key(cfg->ctx);
-    if (r != WOLFSSL_SUCCESS)
+    r = wolfSSL_CTX_check_private_key(ctx);
+    if (r != WOLFSSL_SUCCESS || rn__tls_ec_key_check(cert_pem, key_pem) == 0)
         return rn__err(RN_ETLS, "%s: the key in %s does not belong to the certificate in %s", what,
                        key_pem, cert_pem);
     return 0;
+}
+
+static int use_cert(rn_tls_config *cfg, const char *cert_pem, const char *key_pem, const char *what)
+{
+    int rc = rn__tls_ctx_use_cert(cfg->ctx, cert_pem, key_pem, what);
+    if (rc == 0 && cfg->server)
+        rc = rn__tls_cert_names(cfg, 0, cert_pem, what);
+    return rc;
 }
 
 RN_EXPORT rn_tls_config *rn_tls_server_config(const char *cert_pem, const char *key_pem)
@@ -369,6 +393,13 @@ RN_EXPORT int rn_tls_config_set_ca_file(rn_tls_config *cfg, const char *pem_file
         return rc;
     if (!pem_file || !*pem_file)
         return rn__err(-EINVAL, "tls_config_set_ca_file: pem_file is NULL or empty");
+    if (cfg->server && cfg->client_ca) { /* mTLS: every chain's context verifies with it */
+        char *copy = strdup(pem_file);
+        if (!copy)
+            return rn__err(-ENOMEM, "tls_config_set_ca_file: out of memory");
+        free(cfg->client_ca);
+        cfg->client_ca = copy;
+    }
     return load_ca_file(cfg, pem_file, "tls_config_set_ca_file");
 }
 
@@ -393,6 +424,13 @@ RN_EXPORT int rn_tls_config_require_client_cert(rn_tls_config *cfg, const char *
      * the CA file loads, so a failed call cannot leave mTLS half on. */
     wolfSSL_CTX_set_verify(cfg->ctx, WOLFSSL_VERIFY_PEER | WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT,
                            rn__tls_verify_cb);
+    /* Every chain's context verifies clients the same way (sni.c, at
+     * freeze), from the same file. */
+    char *copy = strdup(ca_pem_file);
+    if (!copy)
+        return rn__err(-ENOMEM, "tls_config_require_client_cert: out of memory");
+    free(cfg->client_ca);
+    cfg->client_ca = copy;
     return load_ca_file(cfg, ca_pem_file, "tls_config_require_client_cert");
 }
 

@@ -101,3 +101,23 @@ RN_EXPORT int rn_tls_config_set_alpn(rn_tls_config *cfg, const char *protocols)
 RN_EXPORT void rn_tls_config_free(rn_tls_config *cfg)
 {
 }
+
+RN_EXPORT int rn_tls_config_add_cert(rn_tls_config *cfg, const char *cert_pem, const char *key_pem)
+{
+    return no_tls("tls_config_add_cert");
+}
+
+RN_EXPORT int rn_server_set_tls_config(rn_server *s, const rn_tls_config *cfg)
+{
+    return no_tls("server_set_tls_config");
+}
+
+RN_EXPORT int rn_tls_config_set_session_cache(rn_tls_config *cfg, size_t entries)
+{
+    return no_tls("tls_config_set_session_cache");
+}
+
+RN_EXPORT bool rn_conn_tls_resumed(const rn_conn *c)
+{
+    return false;
+}

@@ -153,59 +153,125 @@ static bool is_ip_literal(const char *host)
     return inet_pton(AF_INET, host, b) == 1 || inet_pton(AF_INET6, host, b) == 1;
 }
 
-int rn__tls_session_attach(rn_conn *c, rn_tls_config *cfg, const char *host, bool server)
+/* A wolfSSL session for t under cfg: SNI, the name to verify and a cached
+ * session to offer (clients), ALPN. NULL with *failed saying what. */
+static WOLFSSL *new_ssl(struct rn__tls *t, rn_tls_config *cfg, const char **failed)
 {
-    rn__tls_thread_used();
-    struct rn__tls *t = calloc(1, sizeof *t);
     WOLFSSL *ssl = wolfSSL_new(cfg->ctx);
-    if (!t || !ssl) {
-        free(t);
-        if (ssl)
-            wolfSSL_free(ssl);
-        return rn__err(-ENOMEM, "tls: out of memory for a session");
+    *failed = NULL;
+    if (!ssl) {
+        *failed = "making a session (out of memory)";
+        return NULL;
     }
-    t->c = c;
-    t->ssl = ssl;
-    t->server = server;
     wolfSSL_SetIOReadCtx(ssl, t);
     wolfSSL_SetIOWriteCtx(ssl, t);
-    const char *failed = NULL;
-    if (!server) {
-        size_t hl = strlen(host);
-        if (hl >= sizeof t->host)
-            failed = "the host name is too long";
-        memcpy(t->host, host, hl < sizeof t->host ? hl + 1 : 0);
-        t->host_is_ip = is_ip_literal(host);
-        if (failed) {
-        } else if (t->host_is_ip) {
+    if (!t->server) {
+        const char *host = t->host;
+        if (t->host_is_ip) {
             /* No SNI for addresses (RFC 6066); the certificate must carry
              * the address as an IP subjectAltName. */
             if (wolfSSL_X509_VERIFY_PARAM_set1_ip_asc(wolfSSL_get0_param(ssl), host) !=
                 WOLFSSL_SUCCESS)
-                failed = "setting the IP address to verify";
+                *failed = "setting the IP address to verify";
         } else {
             if (wolfSSL_check_domain_name(ssl, host) != WOLFSSL_SUCCESS)
-                failed = "setting the host name to verify";
-            else if (wolfSSL_UseSNI(ssl, WOLFSSL_SNI_HOST_NAME, host, (word16)hl) !=
+                *failed = "setting the host name to verify";
+            else if (wolfSSL_UseSNI(ssl, WOLFSSL_SNI_HOST_NAME, host, (word16)strlen(host)) !=
                      WOLFSSL_SUCCESS)
-                failed = "setting SNI";
+                *failed = "setting SNI";
         }
     }
-    if (!failed && cfg->alpn &&
+    if (!*failed && cfg->alpn &&
         wolfSSL_UseALPN(ssl, cfg->alpn, (word32)strlen(cfg->alpn),
                         WOLFSSL_ALPN_FAILED_ON_MISMATCH) != WOLFSSL_SUCCESS)
-        failed = "setting ALPN";
-    if (failed) {
+        *failed = "setting ALPN";
+    if (*failed) {
         wolfSSL_free(ssl);
+        return NULL;
+    }
+    return ssl;
+}
+
+/* The peer's port, for the session cache's key; 0 if unknown. */
+static int peer_port(rn_conn *c)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    if (getpeername(c->f.fd, (struct sockaddr *)&sa, &len) < 0)
+        return 0;
+    if (sa.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&sa)->sin_port);
+    if (sa.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+    return 0;
+}
+
+int rn__tls_session_attach(rn_conn *c, rn_tls_config *cfg, const char *host, bool server)
+{
+    rn__tls_thread_used();
+    struct rn__tls *t = calloc(1, sizeof *t);
+    if (!t)
+        return rn__err(-ENOMEM, "tls: out of memory for a session");
+    t->c = c;
+    t->server = server;
+    if (!server) {
+        size_t hl = strlen(host);
+        if (hl >= sizeof t->host) {
+            free(t);
+            return rn__err(-EINVAL, "tls: the host name is too long (%zu bytes, at most %zu)", hl,
+                           sizeof t->host - 1);
+        }
+        memcpy(t->host, host, hl + 1);
+        t->host_is_ip = is_ip_literal(host);
+        t->port = peer_port(c);
+    }
+    const char *failed;
+    t->ssl = new_ssl(t, cfg, &failed);
+    if (!t->ssl) {
         free(t);
-        return rn__err(server ? RN_ETLS : -EINVAL, "tls: %s%s%s failed", failed,
-                       server ? "" : " for ", server ? "" : host);
+        return rn__err(strstr(failed, "memory") ? -ENOMEM
+                       : server                 ? RN_ETLS
+                                                : -EINVAL,
+                       "tls: %s%s%s failed", failed, server ? "" : " for ", server ? "" : host);
     }
     rn__tls_config_ref(cfg);
     t->cfg = cfg;
+    if (!server)
+        rn__tls_resume_offer(t);
     c->layer = t;
     c->ops = &rn__tls_ops;
     return 0;
+}
+
+/* A server session accepted by a listener whose config was replaced since
+ * (rn_server_set_tls_config): before its handshake begins, it takes the
+ * new config. Once begun, a handshake keeps the config it began with. */
+static int catch_up(struct rn__tls *t, const char *what)
+{
+    struct rn__tls_listener *l = t->listener;
+    t->listener = NULL;
+    pthread_mutex_lock(&l->mu);
+    rn_tls_config *cfg = l->cfg;
+    rn__tls_config_ref(cfg);
+    pthread_mutex_unlock(&l->mu);
+    rn__tls_listener_unref(l);
+    int rc = 0;
+    if (cfg != t->cfg) {
+        const char *failed;
+        WOLFSSL *ssl = new_ssl(t, cfg, &failed);
+        if (ssl) {
+            wolfSSL_free(t->ssl);
+            t->ssl = ssl;
+            rn__tls_config_unref(t->cfg);
+            t->cfg = cfg;
+            cfg = NULL;
+        } else {
+            rc = rn__tls_fail(t, strstr(failed, "memory") ? -ENOMEM : RN_ETLS, "%s: %s failed",
+                              what, failed);
+        }
+    }
+    rn__tls_config_unref(cfg);
+    return rc;
 }
 
 void rn__tls_free(rn_conn *c)
@@ -214,6 +280,8 @@ void rn__tls_free(rn_conn *c)
     if (!t)
         return;
     wolfSSL_free(t->ssl);
+    if (t->listener)
+        rn__tls_listener_unref(t->listener);
     rn__lend_release(c->loop, t->in.p);
     rn__tls_outbuf_free(t, &t->q);
     rn__tls_outbuf_free(t, &t->tx);
@@ -242,6 +310,8 @@ static int handshake_locked(struct rn__tls *t, int64_t deadline, const char *wha
             return 0; /* another task finished it while this one waited */
         if (t->fatal)
             return rn__tls_sticky(t);
+        if (t->listener && catch_up(t, what) < 0)
+            return rn__tls_sticky(t);
         int r = t->server ? wolfSSL_accept(t->ssl) : wolfSSL_connect(t->ssl);
         int err = r == WOLFSSL_SUCCESS ? 0 : wolfSSL_get_error(t->ssl, r);
         if (err != 0 && err != WOLFSSL_ERROR_WANT_READ) {
@@ -262,6 +332,7 @@ static int handshake_locked(struct rn__tls *t, int64_t deadline, const char *wha
                 memcpy(t->alpn, name, len);
                 t->alpn[len] = '\0';
             }
+            t->resumed = wolfSSL_session_reused(t->ssl) == 1;
             t->hs_done = true;
             /* The handshake's deep wolfSSL frames touched tens of KiB of
              * this task's stack that an idle connection would keep. */

@@ -4,6 +4,7 @@
 #include "tls.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 /* The config a client call uses, with a reference the caller drops. */
 static int client_config(const rn_tls_config *given, rn_tls_config **out, const char *what)
@@ -140,17 +141,41 @@ static int server_config(const rn_tls_config *cfg, const char *what)
     return rn__tls_config_use((rn_tls_config *)cfg, what);
 }
 
-/* The accept hook of a TLS listener. The handshake waits for the first
- * read, write or rn_conn_handshake: a silent client must not hold up the
- * accept loop. */
-static int listener_accept(rn_conn *c, void *cfg)
+/* ---- listeners and rotation --------------------------------------------- */
+
+void rn__tls_listener_unref(struct rn__tls_listener *l)
 {
-    return rn__tls_session_attach(c, cfg, NULL, true);
+    if (!l || atomic_fetch_sub(&l->refs, 1) != 1)
+        return;
+    rn__tls_config_unref(l->cfg);
+    pthread_mutex_destroy(&l->mu);
+    free(l);
 }
 
-static void listener_release(void *cfg)
+/* The accept hook of a TLS listener. The session starts with the config
+ * current now and keeps a reference on the listener, so that a rotation
+ * before its handshake begins still reaches it (session.c). The handshake
+ * waits for the first read, write or rn_conn_handshake: a silent client
+ * must not hold up the accept loop. */
+static int listener_accept(rn_conn *c, void *data)
 {
-    rn__tls_config_unref(cfg); /* rn_tls_listen's reference */
+    struct rn__tls_listener *l = data;
+    pthread_mutex_lock(&l->mu);
+    rn_tls_config *cfg = l->cfg;
+    rn__tls_config_ref(cfg);
+    pthread_mutex_unlock(&l->mu);
+    int rc = rn__tls_session_attach(c, cfg, NULL, true);
+    rn__tls_config_unref(cfg); /* the session holds its own */
+    if (rc == 0) {
+        atomic_fetch_add(&l->refs, 1);
+        rn__tls_of(c)->listener = l;
+    }
+    return rc;
+}
+
+static void listener_release(void *data)
+{
+    rn__tls_listener_unref(data); /* rn_tls_listen's reference */
 }
 
 RN_EXPORT int rn_tls_listen(rn_server **out, const char *host, int port, const rn_tls_config *cfg)
@@ -160,13 +185,41 @@ RN_EXPORT int rn_tls_listen(rn_server **out, const char *host, int port, const r
     int rc = server_config(cfg, "tls_listen");
     if (rc < 0)
         return rc;
-    rn__tls_config_ref((rn_tls_config *)cfg); /* dropped by rn_server_close */
+    struct rn__tls_listener *l = calloc(1, sizeof *l);
+    if (!l)
+        return rn__err(-ENOMEM, "tls_listen: out of memory");
+    atomic_init(&l->refs, 1);
+    pthread_mutex_init(&l->mu, NULL);
+    rn__tls_config_ref((rn_tls_config *)cfg); /* dropped with the listener */
+    l->cfg = (rn_tls_config *)cfg;
     struct rn__accept_hook hook = {
-        .on_accept = listener_accept, .release = listener_release, .data = (void *)cfg};
+        .on_accept = listener_accept, .release = listener_release, .data = l};
     rc = rn__listen(out, host, port, &hook, "tls_listen");
     if (rc < 0)
-        rn__tls_config_unref((rn_tls_config *)cfg);
+        rn__tls_listener_unref(l);
     return rc;
+}
+
+RN_EXPORT int rn_server_set_tls_config(rn_server *s, const rn_tls_config *cfg)
+{
+    const char *what = "server_set_tls_config";
+    if (!s)
+        return rn__err(-EINVAL, "%s: the server is NULL", what);
+    if (s->hook.on_accept != listener_accept)
+        return rn__err(-EINVAL, "%s: the server was not made by rn_tls_listen", what);
+    if (!cfg)
+        return rn__err(-EINVAL, "%s: cfg is NULL", what);
+    int rc = server_config(cfg, what);
+    if (rc < 0)
+        return rc;
+    struct rn__tls_listener *l = s->hook.data;
+    rn__tls_config_ref((rn_tls_config *)cfg);
+    pthread_mutex_lock(&l->mu);
+    rn_tls_config *old = l->cfg;
+    l->cfg = (rn_tls_config *)cfg;
+    pthread_mutex_unlock(&l->mu);
+    rn__tls_config_unref(old); /* sessions using it hold their own */
+    return 0;
 }
 
 RN_EXPORT int rn_conn_accept_tls(rn_conn *c, const rn_tls_config *cfg)

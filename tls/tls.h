@@ -25,6 +25,27 @@
  * uses it ("frozen"), read-only afterwards, so any number of threads may use
  * it at once. Freed when the last reference goes: the caller's (dropped by
  * rn_tls_config_free), one per session and one per TLS listener. */
+struct rn__tls;
+
+/* One certificate chain of a server config and the names it answers to
+ * (sni.c): its subjectAltName dNSNames, or its subject CN if it has none,
+ * lower case; "*.example.com" is a one-label wildcard. */
+struct rn__tls_cert {
+    WOLFSSL_CTX *ctx; /* the first chain's is the config's own ctx */
+    char **names;
+    size_t n_names;
+};
+
+/* A session ticket key of a server config (resume.c). */
+struct rn__tls_ticket_key {
+    unsigned char name[16]; /* random: which key a ticket names */
+    unsigned char key[32];  /* ChaCha20-Poly1305 */
+    int64_t born_ns;        /* CLOCK_MONOTONIC; 0 = no key */
+};
+
+/* A client config's session cache (resume.c), behind its own mutex. */
+struct rn__tls_cache;
+
 struct rn_tls_config {
     atomic_int refs;
     atomic_bool frozen;
@@ -36,7 +57,56 @@ struct rn_tls_config {
     char load_msg[320];
     char trust[200]; /* where the trust anchors came from, for messages */
     char *alpn;      /* "h2,http/1.1", or NULL */
+    /* Server: the chains, certs[0] the first (rn_tls_server_config's). */
+    struct rn__tls_cert *certs;
+    size_t n_certs;
+    char *client_ca; /* mTLS: the CA file every chain's ctx verifies clients with */
+    /* Server: the ticket keys, current and previous, shared by every
+     * thread and every chain of the config. */
+    pthread_mutex_t ticket_mu;
+    struct rn__tls_ticket_key tk_cur, tk_prev;
+    /* Client: sessions to resume, per host and port; NULL = off. */
+    size_t cache_entries;
+    struct rn__tls_cache *cache;
 };
+
+/* A TLS listener's current config (tls.c): rn_server_set_tls_config
+ * replaces it; each session it accepted holds a reference until its
+ * handshake starts, and then takes the config current at that moment. */
+struct rn__tls_listener {
+    atomic_int refs;
+    pthread_mutex_t mu;
+    rn_tls_config *cfg; /* a reference */
+};
+void rn__tls_listener_unref(struct rn__tls_listener *l);
+
+/* config.c: a wolfSSL context with ringnet's defaults (versions, suites,
+ * groups, I/O and verify callbacks); NULL with *failed saying what. */
+WOLFSSL_CTX *rn__tls_ctx_new(bool server, const char **failed);
+/* Load a PEM chain and its key into ctx (checked to match). 0 or an error
+ * with its sentence (what names the call). */
+int rn__tls_ctx_use_cert(WOLFSSL_CTX *ctx, const char *cert_pem, const char *key_pem,
+                         const char *what);
+
+/* keycheck.c: whether the EC key in key_pem is the one of the leaf in
+ * cert_pem: 1, 0 (it is not), -1 (not an EC pair, or unreadable: no
+ * verdict; wolfSSL's own check stands). */
+int rn__tls_ec_key_check(const char *cert_pem, const char *key_pem);
+
+/* sni.c: (re)read the names of chain i from cert_pem (server configs);
+ * install the SNI callback; bring every chain's ctx in line with the
+ * first's client verification when the config freezes; free the chains. */
+int rn__tls_cert_names(rn_tls_config *cfg, size_t i, const char *cert_pem, const char *what);
+int rn__tls_sni_freeze(rn_tls_config *cfg);
+void rn__tls_certs_free(rn_tls_config *cfg);
+
+/* resume.c: set up tickets (server) or the session cache (client) on a
+ * new config; at freeze, the client cache; in a new client session, the
+ * cached session for its host and port; free. */
+void rn__tls_resume_init(rn_tls_config *cfg, WOLFSSL_CTX *ctx);
+int rn__tls_resume_freeze(rn_tls_config *cfg);
+void rn__tls_resume_offer(struct rn__tls *t);
+void rn__tls_resume_free(rn_tls_config *cfg);
 
 /* Freeze cfg for use by a connection (loading the system trust store into a
  * client config that was given no CA file, once). 0, or an error with its
@@ -95,7 +165,10 @@ struct rn__tls {
     char verify_subject[160], verify_issuer[160], verify_not_after[40];
     char host[256]; /* client: the name asked for (SNI, name check) */
     bool host_is_ip;
-    char alpn[64]; /* negotiated protocol, "" if none */
+    int port;                          /* client: the peer's port (the session cache's key) */
+    bool resumed;                      /* the handshake resumed a session */
+    struct rn__tls_listener *listener; /* server: until the handshake begins */
+    char alpn[64];                     /* negotiated protocol, "" if none */
 };
 
 /* How long close waits to hand close_notify (or a handshake's alert) to
