@@ -102,6 +102,7 @@ static int uring_init(struct rn__loop *loop, void **state, char *why, size_t why
     u->sr_off = ms && !strcmp(ms, "0");
     /* Saves an fdget per io_uring_enter (5.18); optional. */
     (void)io_uring_register_ring_fd(&u->ring);
+    u->xefd = -1;
     *state = u;
     (void)loop;
     return 0;
@@ -268,6 +269,9 @@ static unsigned reap(struct rn__loop *loop, struct uring *u)
         case UD_ACCEPT_MULTI:
             rn__acc_dispatch(loop, u, f, cqe);
             break;
+        case UD_XWAKE:
+            u->xarmed = false; /* re-armed before the next wait */
+            break;
         case UD_WAKE:
             u->wake_due = true;
             if (ud >> 3 == u->wake_gen)
@@ -300,9 +304,32 @@ static void wake_arm(struct rn__loop *loop, struct uring *u, int64_t wake_at)
     u->wake_armed = wake_at;
 }
 
+/* The read that ends a wait when another thread writes the eventfd. The
+ * eventfd is blocking, so the read waits in the kernel (poll-driven) and
+ * takes the whole count when it completes. */
+static void xwake_arm(struct rn__loop *loop, struct uring *u)
+{
+    struct io_uring_sqe *sqe = ring_sqes(loop, u, 1);
+    if (!sqe)
+        return; /* a ring that refuses submissions fails the enter */
+    io_uring_prep_read(sqe, u->xefd, &u->xval, sizeof u->xval, 0);
+    io_uring_sqe_set_data64(sqe, UD_XWAKE);
+    u->xarmed = true;
+}
+
+static int uring_xwake_start(struct rn__loop *loop, int efd)
+{
+    struct uring *u = loop->bk_state;
+    u->xefd = efd;
+    xwake_arm(loop, u);
+    return 0;
+}
+
 static int uring_run_once(struct rn__loop *loop, bool wait)
 {
     struct uring *u = loop->bk_state;
+    if (u->xefd >= 0 && !u->xarmed)
+        xwake_arm(loop, u);
     int64_t wake_at = rn__loop_wake_at(loop);
     if (wake_at && (!u->wake_armed || wake_at < u->wake_armed))
         wake_arm(loop, u, wake_at);
@@ -347,4 +374,5 @@ const struct rn__backend rn__backend_uring = {
     .lend_release = rn__pbuf_lend_release,
     .expire = rn__sr_expire,
     .buffered = uring_buffered,
+    .xwake_start = uring_xwake_start,
 };
