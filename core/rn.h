@@ -69,7 +69,9 @@ struct rn__task {
     bool xexposed;          /* other threads may post its wake-up: at its end, unqueue it */
     bool xqueued;           /* its wake-up is in the inbox (under the inbox's mutex) */
     bool xspawn;            /* queued in an inbox as a new task (rn_loop_spawn) */
-    struct rn__task *xnext; /* the inbox's list */
+    struct rn__task *xnext; /* the inbox's list (under its mutex) */
+    struct rn__task *xrun;  /* the drained batch's list (owner thread only: a
+                             * poster may queue the task again meanwhile) */
 };
 
 struct rn__loop {

@@ -104,11 +104,13 @@ void rn__xt_drain(struct rn__loop *loop)
         loop->stats.xwakeups++;
     xt->signalled = false;
     __atomic_store_n(&xt->has_msgs, 0, __ATOMIC_RELAXED);
-    for (struct rn__task *p = t; p; p = p->xnext)
+    for (struct rn__task *p = t; p; p = p->xnext) {
         p->xqueued = false;
+        p->xrun = p->xnext;
+    }
     pthread_mutex_unlock(&xt->mu);
     while (t) {
-        struct rn__task *next = t->xnext;
+        struct rn__task *next = t->xrun;
         if (t->xspawn) {
             t->xspawn = false;
             rn__task_adopt(loop, t);

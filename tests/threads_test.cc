@@ -244,13 +244,19 @@ TEST_P(ThreadsTest, TenThousandCrossThreadSpawnsRunEachExactlyOnce) {
         rn_loop *l = rn_loop_self();
         ASSERT_NE(nullptr, l) << rn_last_error();
         c.waiter = rn_task_self();
-        std::atomic<int> failed{0};
+        std::atomic<int> failed{0}, posted{0};
         std::vector<std::thread> spawners;
         for (int t = 0; t < 2; t++)
             spawners.emplace_back([&, t] {
-                for (int i = 0; i < kPerThread; i++)
+                for (int i = 0; i < kPerThread; i++) {
+                    /* At most ~1000 queued stacks (two mappings each, and a
+                     * fiber under TSan): far below vm.max_map_count. */
+                    while (posted.load() - c.total.load() > 1000)
+                        usleep(50);
                     if (rn_loop_spawn(l, MarkTask, &args[t * kPerThread + i]) != 0)
                         failed++;
+                    posted++;
+                }
             });
         /* Park until the last one wakes us (kept if it came already). */
         int rc = 0;
@@ -321,17 +327,22 @@ TEST_P(ThreadsTest, SpawnsRacingAPlainThreadsExitAreZeroOrEclosed) {
     for (int round = 0; round < 20; round++) {
         std::promise<rn_loop *> got;
         std::atomic<int> ran{0};
+        std::atomic<bool> body_done{false};
         std::thread target = LoopThread(backend(), [&] {
             rn_loop *l = rn_loop_self();
             got.set_value(l);
             if (l != nullptr)
                 rn_sleep(round % 3);
+            body_done = true;
         });
         rn_loop *l = got.get_future().get();
         ASSERT_NE(nullptr, l);
         int accepted = 0, closed = 0, other = 0;
-        /* Paced (a few thousand stacks at most in flight), and bounded. */
+        /* At most 256 queued stacks at a time (each is two mappings, and
+         * under TSan a fiber too), and bounded. */
         for (int i = 0; i < 20000; i++) {
+            while (accepted - ran.load() > 256 && !body_done.load())
+                usleep(50);
             int rc = rn_loop_spawn(l, CountTask, &ran);
             if (rc == 0)
                 accepted++;
@@ -341,8 +352,6 @@ TEST_P(ThreadsTest, SpawnsRacingAPlainThreadsExitAreZeroOrEclosed) {
                 other++;
             if (rc != 0)
                 break;
-            if (i % 8 == 7)
-                usleep(20);
         }
         target.join();
         EXPECT_EQ(RN_ECLOSED, rn_loop_spawn(l, CountTask, &ran));
@@ -378,10 +387,14 @@ TEST_P(ThreadsTest, ASpawnRacingARunThreadsLoopsEndRunsOrIsEclosed) {
                 if (!SpinUntil([&] { return r.loop.load() != nullptr; }))
                     return;
                 for (int i = 0;; i++) {
+                    /* Paced: at most 256 queued stacks, and pauses so that
+                     * the target catches up and can end. */
+                    while (accepted.load() - r.ran.load() > 256)
+                        usleep(50);
                     int rc = rn_loop_spawn(r.loop.load(), CountTask, &r.ran);
                     if (rc == 0) {
                         accepted++;
-                        if (i % 8 == 7) /* paced: the target keeps up and can end */
+                        if (i % 8 == 7)
                             usleep(20);
                         continue;
                     }

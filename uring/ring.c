@@ -10,6 +10,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SANITIZE_THREAD__)
+#define RN_URING_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RN_URING_TSAN 1
+#endif
+#endif
+#ifdef RN_URING_TSAN
+/* liburing maps and unmaps the rings with raw syscalls, which
+ * ThreadSanitizer does not see: a new ring at the address of one another
+ * thread freed would inherit that thread's accesses (a false race). Every
+ * ring's end happens before every later ring's start, as the kernel
+ * orders them: say so. */
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+static char tsan_ring_order;
+#define tsan_ring_start() __tsan_acquire(&tsan_ring_order)
+#define tsan_ring_end()   __tsan_release(&tsan_ring_order)
+#else
+#define tsan_ring_start() ((void)0)
+#define tsan_ring_end()   ((void)0)
+#endif
+
 #define SQ_ENTRIES 1024u
 #define CQ_ENTRIES (SQ_ENTRIES * 8u) /* completions can outnumber one pass's submissions */
 
@@ -65,6 +88,7 @@ static int uring_init(struct rn__loop *loop, void **state, char *why, size_t why
         cq = sq <= 8192 ? sq * 8 : 65536;
     }
     int rc = -EINVAL;
+    tsan_ring_start(); /* before liburing writes the new ring's memory */
     for (size_t i = 0; i < sizeof setup_chain / sizeof setup_chain[0]; i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof p);
@@ -113,6 +137,7 @@ static void uring_destroy(struct rn__loop *loop, void *state)
     struct uring *u = state;
     rn__pbuf_free(u, &u->lend);
     rn__pbuf_free(u, &u->sr);
+    tsan_ring_end();
     io_uring_queue_exit(&u->ring);
     free(u);
     (void)loop;
