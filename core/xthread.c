@@ -275,7 +275,7 @@ RN_EXPORT int rn_task_park(int64_t ms)
     if (__atomic_exchange_n(&t->permit, 0, __ATOMIC_ACQ_REL))
         return 0;
     if (ms == 0)
-        return -ETIMEDOUT;
+        return rn__err(-ETIMEDOUT, "rn_task_park: no wake was pending");
     int err;
     if (!rn__xt_get(loop, &err))
         return err;
@@ -293,7 +293,8 @@ RN_EXPORT int rn_task_park(int64_t ms)
             break;
         }
         if (r < 0) {
-            rc = r == -ETIMEDOUT ? r : rn__err(r, "rn_task_park: cannot record the deadline");
+            rc = r == -ETIMEDOUT ? rn__err(r, "rn_task_park: no wake within %lld ms", (long long)ms)
+                                 : rn__err(r, "rn_task_park: cannot record the deadline");
             break;
         }
     }

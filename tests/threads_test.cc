@@ -100,6 +100,9 @@ TEST_P(ThreadsTest, ParkWithATimeoutAndNoWakeTimesOut) {
         int64_t took = MsTaken([&] { rc = rn_task_park(30); });
         EXPECT_EQ(-ETIMEDOUT, rc);
         EXPECT_GE(took, 29);
+        EXPECT_NE(nullptr, strstr(rn_last_error(), "no wake within 30 ms")) << rn_last_error();
+        EXPECT_EQ(-ETIMEDOUT, rn_task_park(0));
+        EXPECT_NE(nullptr, strstr(rn_last_error(), "no wake was pending")) << rn_last_error();
     });
 }
 
