@@ -139,6 +139,12 @@ struct rn__backend {
      * handed to a read (io_uring's stream-read queue). NULL when the
      * backend never reads ahead. */
     size_t (*buffered)(struct rn__loop *loop, const struct rn__fd *f);
+    /* Wake-ups from other threads (core/xthread.c): efd is a blocking
+     * eventfd that they write to. From now on a wait in run_once ends when
+     * it is written to; the backend consumes the count itself (io_uring: a
+     * read kept armed on the ring; epoll: efd in the set, read when it is
+     * readable). efd stays open until the loop ends (destroy comes next). */
+    int (*xwake_start)(struct rn__loop *loop, int efd);
 };
 
 extern const struct rn__backend rn__backend_uring;

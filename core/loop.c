@@ -126,11 +126,15 @@ static int loop_run(struct rn__loop *loop, const bool *flag)
     loop->running++;
     int rc = 0;
     for (;;) {
+        if (loop->xt && rn__xt_pending(loop))
+            rn__xt_drain(loop);
         run_ready(loop);
         if (flag ? *flag : loop->ntasks == 0)
             break;
         bool wait = loop->rq_head == NULL;
-        if (wait && loop->inflight == 0 && loop->timers.len == 0) {
+        /* A task in a wait another thread may end (park, a channel) can be
+         * woken through the inbox: the loop waits for it in the kernel. */
+        if (wait && loop->inflight == 0 && loop->timers.len == 0 && loop->xwaiters == 0) {
             rc = -EDEADLK;
             break;
         }
@@ -139,6 +143,11 @@ static int loop_run(struct rn__loop *loop, const bool *flag)
     }
     loop->running--;
     return rc;
+}
+
+int rn__loop_run(struct rn__loop *loop)
+{
+    return loop_run(loop, NULL);
 }
 
 void rn__task_park(struct rn__loop *loop)
@@ -265,6 +274,8 @@ static void loop_destroy(struct rn__loop *loop)
 {
     if (!loop)
         return;
+    if (loop->xt)
+        rn__xt_loop_end(loop);
     if (loop->bk)
         loop->bk->destroy(loop, loop->bk_state);
     rn__heap_free(&loop->timers);
@@ -368,6 +379,11 @@ struct rn__loop *rn__loop_peek(void)
     return tl_loop;
 }
 
+const char *rn__backend_choice(void)
+{
+    return tl_backend_choice;
+}
+
 struct rn__loop *rn__loop_get(void)
 {
     struct rn__loop *loop = tl_loop;
@@ -424,6 +440,8 @@ RN_EXPORT void rn_yield(void)
         if (loop->running)
             return;
         loop->running++;
+        if (loop->xt && rn__xt_pending(loop))
+            rn__xt_drain(loop);
         run_ready(loop);
         (void)backend_pass(loop, false);
         loop->running--;

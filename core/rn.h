@@ -22,6 +22,7 @@ struct rn__loop;
 struct rn__task;
 struct rn__fd;
 struct rn__op;
+struct rn_loop; /* the public handle of a loop for other threads (core/xthread.c) */
 
 /* ---- time --------------------------------------------------------------- */
 
@@ -61,6 +62,16 @@ struct rn__task {
     unsigned valgrind_id;
     void *asan_fake;  /* ASan fake stack while switched out */
     void *tsan_fiber; /* ThreadSanitizer's record of this stack */
+    /* Across threads (core/xthread.c). */
+    struct rn__loop *loop;  /* the loop it belongs to (NULL while a cross-thread spawn is queued) */
+    int permit;             /* rn_task_wake's token (atomic): a wake not yet taken by a park */
+    bool xparked;           /* in a wait another thread may end: the inbox's wake-up wakes it */
+    bool xexposed;          /* other threads may post its wake-up: at its end, unqueue it */
+    bool xqueued;           /* its wake-up is in the inbox (under the inbox's mutex) */
+    bool xspawn;            /* queued in an inbox as a new task (rn_loop_spawn) */
+    struct rn__task *xnext; /* the inbox's list (under its mutex) */
+    struct rn__task *xrun;  /* the drained batch's list (owner thread only: a
+                             * poster may queue the task again meanwhile) */
 };
 
 struct rn__loop {
@@ -84,6 +95,8 @@ struct rn__loop {
     char reason[160]; /* why this backend */
     const void *asan_main_bottom;
     size_t asan_main_size;
+    struct rn_loop *xt; /* the handle other threads post to; NULL until needed (rn__xt_get) */
+    size_t xwaiters;    /* tasks in a wait only another thread may end (park, channel) */
 };
 
 /* A mark of the sentences the current task has written so far. */
@@ -100,6 +113,10 @@ struct rn__loop *rn__loop_get(void);
 int rn__loop_error(void);
 /* This thread's loop if it exists, else NULL (no creation). */
 struct rn__loop *rn__loop_peek(void);
+/* This thread's rn_set_backend choice (a static name), NULL for none. */
+const char *rn__backend_choice(void);
+/* This thread's rn_set_task_stack_size, 0 for the default. */
+size_t rn__task_stack_choice(void);
 
 /* Submit op and park until it is done; returns op->res. Works in a task and
  * outside (then the loop runs inline). */
@@ -113,6 +130,43 @@ void rn__task_park(struct rn__loop *loop);
  * recorded (then it has not parked). */
 int rn__task_park_until(struct rn__loop *loop, int64_t deadline);
 void rn__task_wake(struct rn__loop *loop, struct rn__task *t);
+
+/* Run the loop until no spawned task is left: 0, or -EDEADLK when every
+ * remaining task waits with nothing that could wake it. */
+int rn__loop_run(struct rn__loop *loop);
+
+/* ---- across threads (core/xthread.c) ------------------------------------------ */
+
+/* The loop's handle for other threads, made on first use by the owning
+ * thread (an eventfd the backend watches); NULL with the error and a
+ * sentence in *err when it cannot be made. */
+struct rn_loop *rn__xt_get(struct rn__loop *loop, int *err);
+/* Take what other threads posted (spawns, wake-ups) into the run queue. */
+void rn__xt_drain(struct rn__loop *loop);
+/* Whether something waits in the inbox (one atomic load). */
+bool rn__xt_pending(const struct rn__loop *loop);
+/* From any thread: make t, a task of the loop whose handle is xt, run its
+ * wait again (t->xparked) if it is in one: at once on t's own thread,
+ * through the inbox from others. Called with nothing of xt held. */
+void rn__xt_wake_task(struct rn_loop *xt, struct rn__task *t);
+/* Task t ends (t->xexposed): take its wake-up out of the inbox. */
+void rn__xt_task_exit(struct rn__loop *loop, struct rn__task *t);
+/* The loop ends (its thread exits): refuse posts from now on, drop what
+ * was posted and not run, close the eventfd, drop the loop's reference. */
+void rn__xt_loop_end(struct rn__loop *loop);
+/* Refuse posts if the inbox is empty (true), else false (the caller runs
+ * the loop again). For rn_run_threads' threads as their loop finishes. */
+bool rn__xt_close_if_idle(struct rn__loop *loop);
+/* The stack size of tasks spawned from other threads (rn_set_task_stack_size). */
+void rn__xt_stack_size(struct rn__loop *loop, size_t bytes);
+
+/* A task record with a fresh stack of size bytes, made on any thread
+ * (no loop's cache), set to start fn(arg); NULL with errno on failure. */
+struct rn__task *rn__task_new(size_t size, rn_task_fn fn, void *arg);
+/* Unmap a task made by rn__task_new that never ran. */
+void rn__task_discard(struct rn__task *t);
+/* The loop takes t (rn__task_new, on its own thread now): live, ready. */
+void rn__task_adopt(struct rn__loop *loop, struct rn__task *t);
 
 /* Give the kernel back the pages of the current task's stack below the
  * caller's frame (they hold only dead frames): after a deep call such as a

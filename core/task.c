@@ -71,6 +71,8 @@ void rn__task_release(struct rn__loop *loop, struct rn__task *t)
     task_free_stack(t);
 }
 
+static struct rn__task *task_map(size_t size);
+
 /* The task record lives at the top of its own stack, so a spawn is one mmap
  * (or none, from the cache) and no malloc. */
 static struct rn__task *task_alloc(struct rn__loop *loop)
@@ -95,8 +97,14 @@ static struct rn__task *task_alloc(struct rn__loop *loop)
                                           (size_t)((char *)t - ((char *)stack + rn__page_size())));
         return t;
     }
+    return task_map(loop->stack_size);
+}
+
+/* A new stack of size usable bytes with its record at the top; any thread. */
+static struct rn__task *task_map(size_t size)
+{
     size_t page = rn__page_size();
-    size_t size = loop->stack_size;
+    struct rn__task *t;
     void *base = mmap(NULL, size + page, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (base == MAP_FAILED)
@@ -140,10 +148,17 @@ static void task_main(struct rn__task *t)
     struct rn__loop *loop = rn__loop_peek();
     ASAN_FINISH(NULL, &loop->asan_main_bottom, &loop->asan_main_size);
     t->fn(t->arg);
+    if (t->xexposed)
+        rn__xt_task_exit(loop, t);
     t->dead = true;
     loop->ntasks--;
     rn__task_switch_out(loop, t);
     abort(); /* a dead task is never resumed */
+}
+
+size_t rn__task_stack_choice(void)
+{
+    return tl_stack_size;
 }
 
 size_t rn__task_default_stack(void)
@@ -221,6 +236,14 @@ RN_EXPORT int rn_spawn(rn_task_fn fn, void *arg)
     t->fn = fn;
     t->arg = arg;
     task_init_frame(t);
+    rn__task_adopt(loop, t);
+    return 0;
+}
+
+void rn__task_adopt(struct rn__loop *loop, struct rn__task *t)
+{
+    t->loop = loop;
+    t->all_prev = NULL;
     t->all_next = loop->all;
     if (loop->all)
         loop->all->all_prev = t;
@@ -229,7 +252,22 @@ RN_EXPORT int rn_spawn(rn_task_fn fn, void *arg)
     loop->stats.tasks_spawned++;
     t->parked = true; /* a new task waits for its first turn like a parked one */
     rn__task_wake(loop, t);
-    return 0;
+}
+
+struct rn__task *rn__task_new(size_t size, rn_task_fn fn, void *arg)
+{
+    struct rn__task *t = task_map(size);
+    if (!t)
+        return NULL;
+    t->fn = fn;
+    t->arg = arg;
+    task_init_frame(t);
+    return t;
+}
+
+void rn__task_discard(struct rn__task *t)
+{
+    task_free_stack(t);
 }
 
 RN_EXPORT int rn_set_task_stack_size(size_t bytes)
@@ -241,7 +279,10 @@ RN_EXPORT int rn_set_task_stack_size(size_t bytes)
     bytes = (bytes + page - 1) & ~(page - 1);
     tl_stack_size = bytes;
     struct rn__loop *loop = rn__loop_peek();
-    if (loop)
+    if (loop) {
         loop->stack_size = bytes;
+        if (loop->xt)
+            rn__xt_stack_size(loop, bytes);
+    }
     return 0;
 }

@@ -24,6 +24,8 @@
 
 struct ep {
     int epfd;
+    int xefd;  /* the cross-thread eventfd (xwake_start), -1 until then */
+    char xtag; /* its events carry this address instead of an rn__fd's */
     struct epoll_event evs[MAX_EVENTS];
 };
 
@@ -41,8 +43,20 @@ static int ep_init(struct rn__loop *loop, void **state, char *why, size_t whylen
         free(e);
         return err;
     }
+    e->xefd = -1;
     *state = e;
     (void)loop;
+    return 0;
+}
+
+/* Level-triggered: it stays readable until run_once reads its count. */
+static int ep_xwake_start(struct rn__loop *loop, int efd)
+{
+    struct ep *e = loop->bk_state;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &e->xtag};
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, efd, &ev) < 0)
+        return -errno;
+    e->xefd = efd;
     return 0;
 }
 
@@ -275,6 +289,14 @@ static int ep_run_once(struct rn__loop *loop, bool wait)
         n = 0;
     }
     for (int i = 0; i < n; i++) {
+        if (e->evs[i].data.ptr == &e->xtag) {
+            /* Another thread posted: the loop drains its inbox next; the
+             * count goes (readable, so this read does not block). */
+            uint64_t cnt;
+            if (read(e->xefd, &cnt, sizeof cnt) < 0 && errno != EINTR && errno != EAGAIN)
+                return -errno;
+            continue;
+        }
         struct rn__fd *f = e->evs[i].data.ptr;
         uint32_t ev = e->evs[i].events;
         /* Errors and hang-ups wake both directions: the syscall reports them. */
@@ -301,4 +323,5 @@ const struct rn__backend rn__backend_epoll = {
     .cancel_fd = ep_cancel_fd,
     .run_once = ep_run_once,
     .expire = ep_expire,
+    .xwake_start = ep_xwake_start,
 };

@@ -132,6 +132,8 @@ typedef struct rn_stats {
     uint64_t task_switches; /* context switches into tasks */
     uint64_t tasks_spawned;
     uint64_t accept_backoffs; /* accepts delayed by EMFILE/ENFILE */
+    uint64_t xwakeups;        /* wake-ups other threads sent this loop: one per batch of posts
+                               * (rn_loop_spawn, rn_task_wake, channels) between two passes */
 } rn_stats;
 
 /* Copy this thread's loop counters (since its loop started; never reset)
@@ -380,6 +382,83 @@ int rn_conn_handshake(rn_conn *c);
  * offering a cached one, a server accepting a ticket); false for plain
  * connections and before the handshake ends. */
 bool rn_conn_tls_resumed(const rn_conn *c);
+
+/* ---- Many cores, many tasks --------------------------------------------- */
+
+/* A loop still belongs to one thread and a handle to the thread that made
+ * it (-EXDEV elsewhere); the calls below are how tasks and work cross
+ * threads. See docs/threads.md. */
+
+/* Thread-per-core: n threads (0 = one per CPU of this process's affinity
+ * mask), thread i pinned to the i-th CPU of that mask (round robin when n
+ * is larger), each running fn(arg) as the first task of its own loop with
+ * the caller's rn_set_backend choice and task stack size. Returns once
+ * every one of those loops has no task left (tasks other threads spawned
+ * onto them included; a spawn after that gets RN_ECLOSED). 0, or the first
+ * error of any thread (its sentence in rn_last_error, with the thread's
+ * index): a loop that cannot start, -EDEADLK as rn_run, a failed pin or
+ * pthread_create (-EAGAIN). -EINVAL for n < 0, n > 4096 or fn NULL;
+ * -EBUSY from inside a task. */
+int rn_run_threads(int n, rn_task_fn fn, void *arg);
+/* 0..n-1 on a thread of rn_run_threads, -1 on any other thread. */
+int rn_thread_index(void);
+
+/* A loop seen from other threads. rn_loop_self takes a reference to this
+ * thread's loop (starting it, and an eventfd other threads wake it with):
+ * NULL, with rn_last_error, if the loop or the eventfd cannot be made. The
+ * reference stays valid after the thread ends, until rn_loop_release
+ * (NULL is ignored); release each reference exactly once. */
+typedef struct rn_loop rn_loop;
+rn_loop *rn_loop_self(void);
+void rn_loop_release(rn_loop *l);
+/* From any thread: start fn(arg) as a task on l. On l's own thread it is
+ * rn_spawn; from another it is queued (its stack mapped by the caller) and
+ * l's thread is woken if it sleeps in the kernel; many spawns between two
+ * passes of that loop cost it one wake-up. The task runs when l's loop next
+ * runs (a thread that never blocks again never runs it, as with rn_spawn
+ * from main). 0; -EINVAL (l or fn NULL); -ENOMEM (no stack); RN_ECLOSED
+ * once l's thread has ended (or its rn_run_threads loop has finished). */
+int rn_loop_spawn(rn_loop *l, rn_task_fn fn, void *arg);
+
+/* Channels: a bounded queue of pointers between tasks on any threads
+ * (many senders, many receivers, FIFO). ms < 0 waits as long as needed,
+ * ms == 0 never waits (-EAGAIN: full, or empty), ms > 0 gives up with
+ * -ETIMEDOUT. After rn_chan_close, send is RN_ECLOSED and recv returns
+ * what is still queued, then RN_ECLOSED; every waiter wakes (a blocked
+ * send with RN_ECLOSED: its item was not queued). A waiter on the same
+ * thread as the call that frees it is handed over without a kernel call;
+ * one on another thread is woken through its loop's inbox. Outside a task
+ * a call that waits runs this thread's loop, like every blocking call.
+ * -EINVAL for a NULL channel (or item pointer for recv). */
+typedef struct rn_chan rn_chan;
+/* capacity >= 1 (up to 2^32): NULL + rn_last_error (-EINVAL, -ENOMEM). */
+rn_chan *rn_chan_new(size_t capacity);
+int rn_chan_send(rn_chan *ch, void *item, int64_t ms);
+int rn_chan_recv(rn_chan *ch, void **item, int64_t ms);
+/* Idempotent; NULL is ignored. */
+void rn_chan_close(rn_chan *ch);
+/* Close and free; no task may still wait on it (one that does gets
+ * RN_ECLOSED and the memory goes when it leaves). NULL is ignored. */
+void rn_chan_free(rn_chan *ch);
+
+/* Park and wake: what a runtime builds its own primitives (futures,
+ * mutexes) on. Each task has one wake token: rn_task_wake sets it (a wake
+ * that comes before the park makes the park return at once; several
+ * wakes before one park count as one), a park takes it. */
+typedef struct rn_task rn_task;
+/* The running task; NULL outside a task (or, with rn_last_error, if the
+ * loop's cross-thread eventfd cannot be made). */
+rn_task *rn_task_self(void);
+/* 0 once woken (the token taken); -ETIMEDOUT after ms > 0; ms < 0 no
+ * bound; ms == 0: 0 if a wake was pending, else -ETIMEDOUT at once. A wake
+ * that races the timeout is never lost: this park returns 0, or it returns
+ * -ETIMEDOUT and the next park takes the token. -EINVAL outside a task. */
+int rn_task_park(int64_t ms);
+/* From any thread. t must not have finished, and must not finish before
+ * this call returns (a runtime wakes a task it knows is parked, or about to
+ * park, on its own primitive). On t's thread it goes straight to the run
+ * queue; from another thread through t's loop's inbox. NULL is ignored. */
+void rn_task_wake(rn_task *t);
 
 /* ---- DNS --------------------------------------------------------------- */
 

@@ -10,6 +10,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SANITIZE_THREAD__)
+#define RN_URING_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RN_URING_TSAN 1
+#endif
+#endif
+#ifdef RN_URING_TSAN
+/* liburing maps and unmaps the rings with raw syscalls, which
+ * ThreadSanitizer does not see: a new ring at the address of one another
+ * thread freed would inherit that thread's accesses (a false race). Every
+ * ring's end happens before every later ring's start, as the kernel
+ * orders them: say so. */
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+static char tsan_ring_order;
+#define tsan_ring_start() __tsan_acquire(&tsan_ring_order)
+#define tsan_ring_end()   __tsan_release(&tsan_ring_order)
+#else
+#define tsan_ring_start() ((void)0)
+#define tsan_ring_end()   ((void)0)
+#endif
+
 #define SQ_ENTRIES 1024u
 #define CQ_ENTRIES (SQ_ENTRIES * 8u) /* completions can outnumber one pass's submissions */
 
@@ -65,6 +88,7 @@ static int uring_init(struct rn__loop *loop, void **state, char *why, size_t why
         cq = sq <= 8192 ? sq * 8 : 65536;
     }
     int rc = -EINVAL;
+    tsan_ring_start(); /* before liburing writes the new ring's memory */
     for (size_t i = 0; i < sizeof setup_chain / sizeof setup_chain[0]; i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof p);
@@ -102,6 +126,7 @@ static int uring_init(struct rn__loop *loop, void **state, char *why, size_t why
     u->sr_off = ms && !strcmp(ms, "0");
     /* Saves an fdget per io_uring_enter (5.18); optional. */
     (void)io_uring_register_ring_fd(&u->ring);
+    u->xefd = -1;
     *state = u;
     (void)loop;
     return 0;
@@ -112,6 +137,7 @@ static void uring_destroy(struct rn__loop *loop, void *state)
     struct uring *u = state;
     rn__pbuf_free(u, &u->lend);
     rn__pbuf_free(u, &u->sr);
+    tsan_ring_end();
     io_uring_queue_exit(&u->ring);
     free(u);
     (void)loop;
@@ -268,6 +294,9 @@ static unsigned reap(struct rn__loop *loop, struct uring *u)
         case UD_ACCEPT_MULTI:
             rn__acc_dispatch(loop, u, f, cqe);
             break;
+        case UD_XWAKE:
+            u->xarmed = false; /* re-armed before the next wait */
+            break;
         case UD_WAKE:
             u->wake_due = true;
             if (ud >> 3 == u->wake_gen)
@@ -300,9 +329,32 @@ static void wake_arm(struct rn__loop *loop, struct uring *u, int64_t wake_at)
     u->wake_armed = wake_at;
 }
 
+/* The read that ends a wait when another thread writes the eventfd. The
+ * eventfd is blocking, so the read waits in the kernel (poll-driven) and
+ * takes the whole count when it completes. */
+static void xwake_arm(struct rn__loop *loop, struct uring *u)
+{
+    struct io_uring_sqe *sqe = ring_sqes(loop, u, 1);
+    if (!sqe)
+        return; /* a ring that refuses submissions fails the enter */
+    io_uring_prep_read(sqe, u->xefd, &u->xval, sizeof u->xval, 0);
+    io_uring_sqe_set_data64(sqe, UD_XWAKE);
+    u->xarmed = true;
+}
+
+static int uring_xwake_start(struct rn__loop *loop, int efd)
+{
+    struct uring *u = loop->bk_state;
+    u->xefd = efd;
+    xwake_arm(loop, u);
+    return 0;
+}
+
 static int uring_run_once(struct rn__loop *loop, bool wait)
 {
     struct uring *u = loop->bk_state;
+    if (u->xefd >= 0 && !u->xarmed)
+        xwake_arm(loop, u);
     int64_t wake_at = rn__loop_wake_at(loop);
     if (wake_at && (!u->wake_armed || wake_at < u->wake_armed))
         wake_arm(loop, u, wake_at);
@@ -347,4 +399,5 @@ const struct rn__backend rn__backend_uring = {
     .lend_release = rn__pbuf_lend_release,
     .expire = rn__sr_expire,
     .buffered = uring_buffered,
+    .xwake_start = uring_xwake_start,
 };

@@ -28,6 +28,7 @@
 #define UD_ACCEPT_MULTI 1ull /* | rn__fd*: the multishot accept of a listener */
 #define UD_RECV_MULTI   2ull /* | rn__fd*: the multishot recv of a connection */
 #define UD_WAKE         3ull /* | generation << 3: the timeout armed for the loop's timed parks */
+#define UD_XWAKE        4ull /* the read kept armed on the cross-thread eventfd */
 #define UD_TAG_MASK     7ull
 
 RN_STATIC_ASSERT(_Alignof(struct rn__op) >= 8, "op pointers carry tags in their low bits");
@@ -84,6 +85,11 @@ struct uring {
     int64_t wake_armed;               /* when the latest one armed fires; 0: none pending */
     uint64_t wake_gen;                /* which one that is (its user_data) */
     struct __kernel_timespec wake_ts; /* its instant, read by the kernel at submission */
+    /* Wake-ups from other threads: a read of their eventfd, re-armed each
+     * time it completes (ring.c, xwake_arm). */
+    int xefd;      /* the eventfd; -1 until xwake_start */
+    bool xarmed;   /* its read is in the kernel */
+    uint64_t xval; /* where that read puts the count */
     struct sr_buf sr_bufs[SR_ENTRIES];
 };
 
