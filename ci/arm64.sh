@@ -52,7 +52,7 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
 fi
 native=$(dpkg --print-architecture)
 packages=(gcc-aarch64-linux-gnu:"$native" g++-aarch64-linux-gnu:"$native" qemu-user-static:"$native"
-    liburing-dev:arm64 libgtest-dev:arm64 libseccomp-dev:arm64 libwolfssl35:arm64)
+    liburing-dev:arm64 libgtest-dev:arm64 libseccomp-dev:arm64 libwolfssl35:arm64 libstdc++6:arm64)
 missing=()
 for p in "${packages[@]}"; do
     installed "$p" || missing+=("$p")
@@ -84,7 +84,7 @@ fi
 export PKG_CONFIG_PATH=$sysroot/usr/lib/aarch64-linux-gnu/pkgconfig
 
 # ---- build, install, consumer -----------------------------------------------
-cmake -S . -B "$out" --toolchain cmake/aarch64-linux-gnu.cmake \
+cmake -S . -B "$out" --toolchain "$PWD/cmake/aarch64-linux-gnu.cmake" \
     -DCMAKE_BUILD_TYPE=Debug -DRINGNET_WERROR=ON -DRINGNET_BUILD_PERF=OFF \
     -DCMAKE_INSTALL_PREFIX="$install_dir"
 cmake --build "$out" -j 2

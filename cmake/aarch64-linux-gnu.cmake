@@ -22,7 +22,25 @@ set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
 set(ENV{PKG_CONFIG_LIBDIR} "/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig")
 set(ENV{PKG_CONFIG_SYSROOT_DIR} "")
 
-# qemu-user with the target's dynamic loader and libraries.
+# qemu-user, with the root its programs' dynamic loader comes from. The
+# loader (ld-linux-aarch64.so.1) and libc.so.6 must be one glibc build: they
+# share ld.so's private _rtld_global, whose layout can change between two
+# Debian revisions of the same glibc. Debian's arm64 libraries (libc6:arm64,
+# liburing2:arm64, ...) live in /lib/aarch64-linux-gnu, and the loader looks
+# there first; so the root must be "/", whose loader is libc6:arm64's. With
+# -L /usr/aarch64-linux-gnu, the cross toolchain's older loader (2.36-8cross1)
+# met libc6:arm64's libc.so.6 (2.36-9+deb12u14): pthread_create then walked
+# its stack cache at the wrong offset of _rtld_global and spun for ever.
+# Without libc6:arm64 the cross toolchain's own root is the consistent one.
 find_program(RINGNET_QEMU_AARCH64 NAMES qemu-aarch64-static qemu-aarch64 REQUIRED)
-set(CMAKE_CROSSCOMPILING_EMULATOR "${RINGNET_QEMU_AARCH64};-L;/usr/aarch64-linux-gnu"
-    CACHE STRING "How the build runs the programs it makes (qemu-user)")
+if(EXISTS /lib/ld-linux-aarch64.so.1)
+  set(_ringnet_qemu_root /)
+else()
+  set(_ringnet_qemu_root /usr/aarch64-linux-gnu)
+endif()
+set(RINGNET_QEMU_ROOT "${_ringnet_qemu_root}"
+    CACHE PATH "The root qemu-user takes the target's dynamic loader from (-L)")
+# Derived, so a build directory configured before follows the two above
+# (tests/consumer/check.sh reads it from the cache).
+set(CMAKE_CROSSCOMPILING_EMULATOR "${RINGNET_QEMU_AARCH64};-L;${RINGNET_QEMU_ROOT}"
+    CACHE STRING "How the build runs the programs it makes (qemu-user)" FORCE)

@@ -20,9 +20,18 @@ cache="$build/CMakeCache.txt"
 # A cache entry's value ("NAME:TYPE=value").
 cache_get() { sed -n "s/^$1:[A-Z]*=//p" "$cache" | head -n 1; }
 cc=$(cache_get CMAKE_C_COMPILER)
+# A compiler named by a toolchain file is not cached: CMake's record of it.
+[ -n "$cc" ] || cc=$(sed -n 's/^set(CMAKE_C_COMPILER "\(.*\)")$/\1/p' \
+    "$build"/CMakeFiles/*/CMakeCCompiler.cmake | head -n 1)
+[ -n "$cc" ] || die "no C compiler recorded in $build"
 cflags=$(cache_get CMAKE_C_FLAGS)
 ldflags=$(cache_get CMAKE_EXE_LINKER_FLAGS)
 toolchain=$(cache_get CMAKE_TOOLCHAIN_FILE)
+# A toolchain file given relative is relative to the source tree.
+case "$toolchain" in
+    "" | /*) ;;
+    *) toolchain="$(cache_get CMAKE_HOME_DIRECTORY)/$toolchain" ;;
+esac
 # The emulator is a CMake list (program;arguments).
 IFS=';' read -r -a emulator <<<"$(cache_get CMAKE_CROSSCOMPILING_EMULATOR)"
 run() { "${emulator[@]}" "$@"; }
