@@ -77,7 +77,7 @@ if [ ! -f "$wolf_pc" ]; then
     dpkg -x "$out"/debs/libwolfssl-dev_*_arm64.deb "$sysroot"
     # The link name points at the runtime library installed system-wide,
     # and the .pc file at the unpacked headers.
-    ln -sf "$(readlink -f /usr/lib/aarch64-linux-gnu/libwolfssl.so.35)" \
+    ln -sf /usr/lib/aarch64-linux-gnu/libwolfssl.so.35 \
         "$sysroot/usr/lib/aarch64-linux-gnu/libwolfssl.so"
     sed -i "s|^prefix=.*|prefix=$sysroot/usr|" "$wolf_pc"
 fi
@@ -100,11 +100,16 @@ PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig \
     timeout 600 bash tests/consumer/check.sh "$out"
 
 # ---- tests under qemu ---------------------------------------------------------
-# The subset: a few tests of every suite on both backends (a backend qemu
-# cannot run skips, naming why). Each ctest process is bounded: an
-# emulated test that hangs must fail the stage, not the CI's clock.
-subset='Backends/(Tcp|Close|Deadline|Tls|Starttls|Dns|Lent|StreamRead|Race)Test\.[A-F]|Tasks|Errors|Backend|Promise|Config|Stack'
-ctest_args=(--test-dir "$out" -j 2 --timeout 600 --output-on-failure)
+# The subset: every suite, on both backends (io_uring skips under qemu,
+# naming why: docs/backend.md); of each parameterised suite the tests whose
+# name starts with A-F, all of the three suites that have none, all of the
+# plain ones. install_consumer ran above, with the environment it needs;
+# Valgrind (label memcheck) is the host's and cannot run aarch64 code. Each
+# ctest run is bounded: an emulated test that hangs must fail the stage,
+# not the CI's clock.
+subset='Backends/[A-Za-z]+Test\.[A-F]|Backends/(DnsHostile|Signal|TcpCounters)Test\.'
+subset+='|^(ErrorsTest|PromiseTest|SeccompFallback|SpawnLimitTest|TaskStackSizeTest|TlsConfigTest|AutoBackendTest)\.'
+ctest_args=(--test-dir "$out" -j 2 --timeout 600 --output-on-failure -E '^install_consumer$' -LE memcheck)
 if [ $full -eq 1 ]; then
     timeout 5400 ctest "${ctest_args[@]}"
 else

@@ -66,5 +66,35 @@ rn__ctx_entry:
     .cfi_endproc
     .size rn__ctx_entry, .-rn__ctx_entry
 
+/* Branch protection (-mbranch-protection=bti/pac-ret/standard): the linker
+ * marks the library BTI or PAC compatible only if every object says it is.
+ * Both functions here are: neither is a target of br/blr (rn__ctx_switch is
+ * called directly, rn__ctx_entry is reached by ret), and a saved x30 is
+ * restored on the very stack it was signed against, so the C callers'
+ * paciasp/autiasp pair still matches. */
+#if defined(__ARM_FEATURE_BTI_DEFAULT) || defined(__ARM_FEATURE_PAC_DEFAULT)
+#if defined(__ARM_FEATURE_BTI_DEFAULT) && __ARM_FEATURE_BTI_DEFAULT
+#define RN_FEATURE_BTI 1
+#else
+#define RN_FEATURE_BTI 0
+#endif
+#if defined(__ARM_FEATURE_PAC_DEFAULT) && __ARM_FEATURE_PAC_DEFAULT
+#define RN_FEATURE_PAC 2
+#else
+#define RN_FEATURE_PAC 0
+#endif
+    .pushsection .note.gnu.property, "a"
+    .balign 8
+    .long 4                       /* name size ("GNU\0") */
+    .long 16                      /* descriptor size */
+    .long 5                       /* NT_GNU_PROPERTY_TYPE_0 */
+    .asciz "GNU"
+    .long 0xc0000000              /* GNU_PROPERTY_AARCH64_FEATURE_1_AND */
+    .long 4
+    .long RN_FEATURE_BTI | RN_FEATURE_PAC
+    .long 0
+    .popsection
+#endif
+
 #endif
     .section .note.GNU-stack,"",%progbits
