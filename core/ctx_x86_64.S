@@ -49,7 +49,5 @@ rn__ctx_entry:
     .cfi_endproc
     .size rn__ctx_entry, .-rn__ctx_entry
 
-#else
-#error "ringnet's task switch is written for x86_64 only so far"
 #endif
     .section .note.GNU-stack,"",@progbits

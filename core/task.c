@@ -127,11 +127,15 @@ static struct rn__task *task_map(size_t size)
 
 static void task_main(struct rn__task *t);
 
+/* The first frame of a task, laid out as rn__ctx_switch (core/ctx_*.S)
+ * restores it: switching to it "returns" into rn__ctx_entry, which calls
+ * task_main(t) on a 16-aligned stack. */
 static void task_init_frame(struct rn__task *t)
 {
     uintptr_t top = (uintptr_t)t & ~(uintptr_t)15; /* the record sits above the frames */
     uint64_t *sp = (uint64_t *)top;
-    /* Matches rn__ctx_switch's pops: csr word, r15, r14, r13, r12, rbx, rbp, ret. */
+#if defined(__x86_64__)
+    /* Pops: csr word, r15, r14, r13, r12, rbx, rbp, ret. */
     *--sp = (uint64_t)(uintptr_t)rn__ctx_entry; /* at top-8: after ret, rsp = top (16-aligned) */
     *--sp = 0;                                  /* rbp */
     *--sp = 0;                                  /* rbx */
@@ -140,6 +144,17 @@ static void task_init_frame(struct rn__task *t)
     *--sp = 0;                                  /* r14 */
     *--sp = 0;                                  /* r15 */
     *--sp = 0x037F00001F80ull;                  /* mxcsr default | x87 control word default << 32 */
+#elif defined(__aarch64__)
+    /* 22 words: x19..x28, x29, x30, d8..d15, fpcr, padding. fpcr 0 is the
+     * Linux default: round to nearest, no traps. */
+    sp -= 22;
+    memset(sp, 0, 22 * sizeof *sp);
+    sp[0] = (uint64_t)(uintptr_t)t;              /* x19: argument */
+    sp[1] = (uint64_t)(uintptr_t)task_main;      /* x20: entry */
+    sp[11] = (uint64_t)(uintptr_t)rn__ctx_entry; /* x30: where the switch returns */
+#else
+#error "ringnet's task switch is written for x86_64 and aarch64"
+#endif
     t->sp = sp;
 }
 

@@ -1,6 +1,8 @@
 /* harness.cc - the shared test machinery declared in harness.h. */
 #include "harness.h"
 
+#include "rnt_emulator.h"
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
@@ -450,6 +452,58 @@ int RawConnect(int port) {
         return -1;
     }
     return fd;
+}
+
+} // namespace rnt
+
+namespace rnt {
+
+namespace {
+/* The emulator's words (tests/CMakeLists.txt writes rnt_emulator.h); none
+ * in a native build. */
+const char *const kEmulator[] = {RNT_EMULATOR_ARGV nullptr};
+} // namespace
+
+bool CrossBuilt() { return kEmulator[0] != nullptr; }
+
+SelfExec::SelfExec(const std::vector<std::string> &args) {
+    size_t nemu = 0;
+    while (kEmulator[nemu])
+        nemu++;
+    std::string self;
+    if (nemu > 0) {
+        /* Under qemu-user this is the emulated binary, not qemu. */
+        char buf[4096];
+        ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+        if (n > 0)
+            self.assign(buf, (size_t)n);
+        else
+            nemu = 0; /* no path to give the emulator: exec directly only */
+    }
+    words_.emplace_back("ringnet_tests");
+    for (size_t i = 0; i < nemu; i++)
+        words_.emplace_back(kEmulator[i]);
+    if (nemu > 0)
+        words_.push_back(self);
+    for (const std::string &a : args)
+        words_.push_back(a);
+    /* words_ is complete: pointers into it stay valid. */
+    direct_.push_back(&words_[0][0]);
+    for (size_t i = 1 + nemu + (nemu > 0); i < words_.size(); i++)
+        direct_.push_back(&words_[i][0]);
+    direct_.push_back(nullptr);
+    if (nemu > 0) {
+        for (size_t i = 1; i < words_.size(); i++)
+            emulated_.push_back(&words_[i][0]);
+        emulated_.push_back(nullptr);
+    }
+}
+
+void SelfExec::Exec(char *const *envp) const {
+    execve("/proc/self/exe", direct_.data(), envp);
+    if (errno == ENOEXEC && !emulated_.empty()) {
+        execve(emulated_[0], emulated_.data(), envp);
+    }
 }
 
 } // namespace rnt

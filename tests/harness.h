@@ -299,6 +299,32 @@ class BackendTest : public ::testing::TestWithParam<const char *> {
     void OnPair(const std::function<void(Pair &)> &body);
 };
 
+/* Re-executing this test binary, for a child that runs some of its own
+ * tests: the program /proc/self/exe names, given args after argv[0]. A
+ * cross build run under qemu-user, on a kernel with no binfmt_misc entry
+ * for the target, cannot execve its own binary (ENOEXEC); the child then
+ * runs it through the emulator the build runs its programs with
+ * (CMAKE_CROSSCOMPILING_EMULATOR, compiled in). Everything is built here,
+ * before a fork: Exec makes only system calls. */
+class SelfExec {
+  public:
+    explicit SelfExec(const std::vector<std::string> &args);
+    SelfExec(const SelfExec &) = delete;
+    SelfExec &operator=(const SelfExec &) = delete;
+    /* execve with envp; returns only when that failed (errno says why). */
+    void Exec(char *const *envp) const;
+
+  private:
+    std::vector<std::string> words_; /* the emulator's, the binary's path, args */
+    std::vector<char *> direct_;     /* "ringnet_tests", args */
+    std::vector<char *> emulated_;   /* the emulator, the binary's path, args; empty natively */
+};
+
+/* Whether this binary was cross-built (its tests run under an emulator).
+ * GoogleTest's "threadsafe" death tests re-execute argv[0] themselves,
+ * which an emulated binary cannot do: they use "fast" there. */
+bool CrossBuilt();
+
 struct BackendParamName {
     std::string operator()(const ::testing::TestParamInfo<const char *> &info) const { return info.param; }
 };

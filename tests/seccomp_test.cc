@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+using rnt::SelfExec;
+
 namespace {
 
 /* Refuse io_uring in this process for good, as Docker's profile does. */
@@ -46,6 +48,7 @@ bool RefuseIoUring(std::string *why) {
  * program, so nothing of this process's loops or threads carries over. */
 int RunUnderFilter(bool refuse, const std::vector<std::string> &env, const std::vector<std::string> &args,
                    std::string *out) {
+    SelfExec self(args);
     int fds[2];
     if (pipe(fds) != 0)
         return -1;
@@ -59,6 +62,7 @@ int RunUnderFilter(bool refuse, const std::vector<std::string> &env, const std::
         std::string why;
         if (refuse && !RefuseIoUring(&why)) {
             printf("cannot install the filter: %s\n", why.c_str());
+            fflush(stdout); /* _exit does not flush: the reason is the skip's message */
             _exit(77);
         }
         for (const std::string &e : env) {
@@ -69,13 +73,9 @@ int RunUnderFilter(bool refuse, const std::vector<std::string> &env, const std::
             else
                 setenv(name.c_str(), value.c_str(), 1);
         }
-        std::vector<char *> argv;
-        argv.push_back(const_cast<char *>("ringnet_tests"));
-        for (const std::string &a : args)
-            argv.push_back(const_cast<char *>(a.c_str()));
-        argv.push_back(nullptr);
-        execv("/proc/self/exe", argv.data());
+        self.Exec(environ);
         printf("exec failed: %s\n", strerror(errno));
+        fflush(stdout);
         _exit(127);
     }
     close(fds[1]);

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <future>
@@ -267,6 +268,43 @@ TEST_P(TasksTest, BackendReasonNamesTheBackendInUse) {
         ASSERT_NE(nullptr, reason);
         EXPECT_NE(nullptr, strstr(reason, backend())) << "reason: " << reason;
     });
+}
+
+/* auto on this machine: io_uring where io_uring runs; otherwise (a kernel
+ * or container refusing it, qemu-user answering ENOSYS) epoll, with the
+ * reason naming io_uring's own failure. Not a TEST_P: auto is the point. */
+TEST(AutoBackendTest, AutoRunsIoUringWhereItCanAndOtherwiseEpollSayingWhy) {
+    std::string why;
+    bool uring = BackendUsable("io_uring", &why);
+    /* What the forced io_uring said after its "cannot run here: ". */
+    const std::string lead = "cannot run here: ";
+    size_t at = why.find(lead);
+    std::string failure = at == std::string::npos ? why : why.substr(at + lead.size());
+    std::string name, reason, error;
+    std::thread([&] {
+        ASSERT_EQ(0, rn_set_backend("auto")) << rn_last_error();
+        const char *n = rn_backend_name();
+        if (n) {
+            name = n;
+            reason = rn_backend_reason();
+        } else {
+            error = rn_last_error();
+        }
+    }).join();
+    if (name.empty()) {
+        /* Only an io_uring failure that is no reason to fall back (out of
+         * locked memory, say) may stop auto, and it says so. */
+        EXPECT_FALSE(uring) << "auto started nothing where io_uring runs: " << error;
+        EXPECT_NE(std::string::npos, error.find("not a reason to fall back to epoll")) << error;
+        EXPECT_NE(std::string::npos, error.find(failure)) << error << "; io_uring alone said: " << why;
+    } else if (uring) {
+        EXPECT_EQ("io_uring", name) << reason;
+        EXPECT_EQ("io_uring: probe passed", reason);
+    } else {
+        EXPECT_EQ("epoll", name) << reason;
+        EXPECT_EQ("epoll: io_uring unavailable (" + failure + ")", reason) << "io_uring alone said: " << why;
+    }
+    printf("auto here: %s (%s)\n", name.c_str(), reason.c_str());
 }
 
 TEST_P(TasksTest, EnvironmentVariableChoosesTheBackendWhenCodeDoesNot) {

@@ -4,7 +4,8 @@
 # find_package(ringnet) and through `pkg-config --cflags --libs ringnet`.
 # Every program built is run and must succeed. The consumer is compiled with
 # the build's own compiler and flags, so a sanitizer build checks a
-# sanitizer install.
+# sanitizer install. A cross build (ci/arm64.sh) passes its toolchain file
+# on and runs the programs through its CMAKE_CROSSCOMPILING_EMULATOR.
 set -euo pipefail
 
 die() { echo "install_consumer: FAILED: $*" >&2; exit 1; }
@@ -19,8 +20,23 @@ cache="$build/CMakeCache.txt"
 # A cache entry's value ("NAME:TYPE=value").
 cache_get() { sed -n "s/^$1:[A-Z]*=//p" "$cache" | head -n 1; }
 cc=$(cache_get CMAKE_C_COMPILER)
+# A compiler named by a toolchain file is not cached: CMake's record of it.
+[ -n "$cc" ] || cc=$(sed -n 's/^set(CMAKE_C_COMPILER "\(.*\)")$/\1/p' \
+    "$build"/CMakeFiles/*/CMakeCCompiler.cmake | head -n 1)
+[ -n "$cc" ] || die "no C compiler recorded in $build"
 cflags=$(cache_get CMAKE_C_FLAGS)
 ldflags=$(cache_get CMAKE_EXE_LINKER_FLAGS)
+toolchain=$(cache_get CMAKE_TOOLCHAIN_FILE)
+# A toolchain file given relative is relative to the source tree.
+case "$toolchain" in
+    "" | /*) ;;
+    *) toolchain="$(cache_get CMAKE_HOME_DIRECTORY)/$toolchain" ;;
+esac
+# The emulator is a CMake list (program;arguments).
+IFS=';' read -r -a emulator <<<"$(cache_get CMAKE_CROSSCOMPILING_EMULATOR)"
+run() { "${emulator[@]}" "$@"; }
+cross=()
+[ -z "$toolchain" ] || cross=(--toolchain "$toolchain")
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ringnet-consumer.XXXXXX")
 on_exit() {
@@ -35,7 +51,7 @@ cmake --install "$build" --prefix "$prefix"
 
 # ---- find_package ---------------------------------------------------------------
 echo "== find_package(ringnet) with CMAKE_PREFIX_PATH=$prefix"
-cmake -S "$here" -B "$tmp/cmake" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" \
+cmake -S "$here" -B "$tmp/cmake" "${cross[@]}" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" \
       -DCMAKE_C_FLAGS="$cflags" -DCMAKE_EXE_LINKER_FLAGS="$ldflags"
 found=$(sed -n 's/^ringnet_DIR:[A-Z]*=//p' "$tmp/cmake/CMakeCache.txt")
 case "$found" in
@@ -46,7 +62,7 @@ cmake --build "$tmp/cmake"
 [ -x "$tmp/cmake/consumer_static" ] || die "ringnet::ringnet_static was not found"
 for exe in consumer consumer_static; do
     echo "-- run $exe"
-    "$tmp/cmake/$exe" || die "$exe (find_package) exited with $?"
+    run "$tmp/cmake/$exe" || die "$exe (find_package) exited with $?"
 done
 
 # ---- pkg-config -------------------------------------------------------------------
@@ -64,9 +80,15 @@ libdir=$($pkgconfig --variable=libdir ringnet)
 # shellcheck disable=SC2086 # the flags are words
 "$cc" $cflags -std=c11 -Wall -Wextra -Wstrict-prototypes -Werror "$here/main.c" $pcflags \
       $ldflags -Wl,-rpath,"$libdir" -o "$tmp/consumer_pc"
-ldd "$tmp/consumer_pc" | grep -F "libringnet.so.0 => $libdir/" >/dev/null \
-    || die "consumer_pc does not load libringnet from $libdir: $(ldd "$tmp/consumer_pc")"
+if [ ${#emulator[@]} -eq 0 ]; then
+    ldd "$tmp/consumer_pc" | grep -F "libringnet.so.0 => $libdir/" >/dev/null \
+        || die "consumer_pc does not load libringnet from $libdir: $(ldd "$tmp/consumer_pc")"
+else
+    # ldd cannot read a foreign binary; its dynamic section says the same.
+    readelf -d "$tmp/consumer_pc" | grep -F "[$libdir]" >/dev/null \
+        || die "consumer_pc has no run path $libdir: $(readelf -d "$tmp/consumer_pc")"
+fi
 echo "-- run consumer_pc"
-"$tmp/consumer_pc" || die "consumer_pc (pkg-config) exited with $?"
+run "$tmp/consumer_pc" || die "consumer_pc (pkg-config) exited with $?"
 
 echo "install_consumer: OK"
