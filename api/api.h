@@ -52,6 +52,13 @@ struct rn_conn {
     size_t kept_off, kept_len, kept_cap;
     void *lent;                /* the buffer the last rn_conn_read_lent handed out, or NULL */
     char laddr[64], raddr[64]; /* formatted on first use */
+    /* The server that accepted it, while that server lives (its list of
+     * open connections, for rn_server_drain: api/drain.c). */
+    struct rn_server *srv;
+    struct rn_conn *srv_prev, *srv_next;
+    bool destroying; /* rn__conn_destroy has begun */
+    bool reset;      /* rn_server_drain reset it: calls fail, its owner's close frees it */
+    bool no_goodbye; /* rn_conn_abort: no stream-layer goodbye (TLS close_notify) */
 };
 
 /* What a listener does to each connection it accepts (rn_tls_listen makes
@@ -70,6 +77,8 @@ struct rn_server {
     struct rn__task *close_waiter;
     struct rn__accept_hook hook; /* on_accept NULL: plain conns */
     char addr[64];
+    rn_conn *conns;                /* the connections it accepted that are still open */
+    struct rn__task *drain_waiter; /* rn_server_drain, woken as they close */
 };
 
 /* Enter/leave a public call on c: checks the thread (-EXDEV) and closing
@@ -112,6 +121,13 @@ int rn__conn_spawn_background(rn_conn *c);
 int rn__conn_new(struct rn__loop *loop, int fd, bool accepted, rn_conn **out);
 /* Close and free c, without the thread/enter checks (internal paths). */
 void rn__conn_destroy(rn_conn *c);
+
+/* The server's list of open connections (api/drain.c): an accepted conn
+ * joins s's list; destroy takes it out (waking a drain); a server that goes
+ * first lets go of them all. */
+void rn__server_track(rn_server *s, rn_conn *c);
+void rn__server_untrack(rn_conn *c);
+void rn__server_forget_all(rn_server *s);
 
 /* Address helpers (api/addr.c). */
 /* "1.2.3.4" / "::1" into sa with port; 1 if numeric, 0 if not a literal. */

@@ -32,6 +32,8 @@ int rn__conn_enter(rn_conn *c, const char *what)
         return rn__err(-EINVAL, "%s: the connection is NULL", what);
     if (rn__loop_peek() != c->loop)
         return rn__err(-EXDEV, "%s: the connection belongs to another thread", what);
+    if (c->reset)
+        return rn__err(RN_ECLOSED, "%s: the connection was reset by its server's drain", what);
     if (c->f.closing)
         return rn__err(RN_ECLOSED, "%s: the connection is closed", what);
     c->calls++;
@@ -72,13 +74,16 @@ int rn__conn_new(struct rn__loop *loop, int fd, bool accepted, rn_conn **out)
 
 void rn__conn_destroy(rn_conn *c)
 {
-    if (c->ops->close)
+    c->destroying = true;
+    /* No goodbye on a reset connection (rn_conn_abort, a drain's reset). */
+    if (c->ops->close && !c->reset && !c->no_goodbye)
         c->ops->close(c);
     rn__fd_close(c->loop, &c->f);
     while (c->calls > 0) {
         c->close_waiter = c->loop->current;
         rn__task_park(c->loop);
     }
+    rn__server_untrack(c); /* a drain waiting for it to close is woken */
     if (c->ops->free)
         c->ops->free(c); /* only now: the calls that just left were using it */
     rn__lend_release(c->loop, c->lent);
@@ -92,7 +97,9 @@ RN_EXPORT int rn_conn_close(rn_conn *c)
         return 0;
     if (rn__loop_peek() != c->loop)
         return rn__err(-EXDEV, "close: the connection belongs to another thread");
-    if (c->f.closing)
+    /* A connection a drain reset is closed but not freed: its owner's close
+     * frees it. */
+    if (c->destroying)
         return rn__err(RN_ECLOSED, "close: the connection is already being closed");
     rn__conn_destroy(c);
     return 0;
@@ -276,6 +283,9 @@ static int io_error(rn_conn *c, const char *what, int err, unsigned mark)
         return err;
     if (err == -ETIMEDOUT)
         return rn__err(err, "%s on %s: deadline passed", what, rn_conn_remote_addr(c));
+    if (err == RN_ECLOSED && c->reset)
+        return rn__err(
+            err, "%s: the server's drain reset the connection while the call was blocked", what);
     if (err == RN_ECLOSED)
         return rn__err(err, "%s: the connection was closed while the call was blocked", what);
     return rn__err(err, "%s on %s: %s", what, rn_conn_remote_addr(c), rn_strerror(err));

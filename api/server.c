@@ -137,8 +137,16 @@ RN_EXPORT int rn_server_accept(rn_server *s, rn_conn **out)
     for (;;) {
         struct rn__op op = {.kind = RN__OP_ACCEPT, .f = &s->f};
         int r = rn__op_wait(s->loop, &op);
+        if (r >= 0 && s->f.closing) {
+            /* Taken from the kernel just before a close or a drain began:
+             * no new connection after that. */
+            close(r);
+            r = RN_ECLOSED;
+        }
         if (r >= 0) {
             rc = rn__conn_new(s->loop, r, true, out);
+            if (rc == 0)
+                rn__server_track(s, *out); /* before the hook: a drain can reset it */
             /* Format the peer's address now: once the peer resets, the
              * socket has none left to ask for, and the error sentences
              * would name nobody ("read on : Connection reset by peer"). */
@@ -185,6 +193,7 @@ RN_EXPORT int rn_server_close(rn_server *s)
         s->close_waiter = s->loop->current;
         rn__task_park(s->loop);
     }
+    rn__server_forget_all(s); /* its connections live on, untracked */
     if (s->hook.release)
         s->hook.release(s->hook.data);
     free(s);

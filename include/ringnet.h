@@ -221,8 +221,32 @@ int rn_conn_read_exact(rn_conn *c, void *buf, size_t len);
  * returned. On TLS, close_notify is sent first (best effort, at most
  * 200 ms, skipped while a write is in progress). 0 (also for NULL); -EXDEV
  * (other thread; nothing is closed); RN_ECLOSED if a close of c is already
- * in progress in another task (that one frees it). */
+ * in progress in another task (that one frees it). A connection that
+ * rn_server_drain reset is freed here as usual (0, nothing sent). */
 int rn_conn_close(rn_conn *c);
+
+/* Reset instead of an orderly close, and free the handle as rn_conn_close
+ * does: SO_LINGER {1, 0}, then close(2), so the kernel drops unsent bytes
+ * and sends RST (the peer's reads and writes fail with ECONNRESET). Never
+ * blocks on a linger. Calls blocked on c in other tasks return RN_ECLOSED
+ * first, as with rn_conn_close. On TLS no close_notify is sent. 0 (also for
+ * NULL); -EXDEV (other thread; nothing is done); RN_ECLOSED if a close or
+ * an abort of c is already in progress. */
+int rn_conn_abort(rn_conn *c);
+
+/* TCP_NODELAY on (the default for every connection: small writes go out at
+ * once) or off (Nagle's algorithm coalesces them). 0; -EINVAL (NULL),
+ * -EXDEV, RN_ECLOSED, or setsockopt's -errno. */
+int rn_conn_set_nodelay(rn_conn *c, bool on);
+
+/* TCP keepalive: after idle_s seconds without traffic, a probe every
+ * interval_s seconds; after count unanswered probes the kernel resets the
+ * connection (blocked and later calls fail with -ETIMEDOUT). idle_s 0 turns
+ * keepalive off (interval_s and count are not used). Ranges (Linux's):
+ * idle_s 1..32767, interval_s 1..32767, count 1..127; off by default.
+ * 0; -EINVAL with the reason for a NULL c, a negative or out-of-range
+ * value; -EXDEV, RN_ECLOSED, or setsockopt's -errno. */
+int rn_conn_set_keepalive(rn_conn *c, int idle_s, int interval_s, int count);
 
 /* Shut down the sending side (half-close): the peer reads end of stream,
  * reads here keep working. On TLS, close_notify goes first (under the write
@@ -288,8 +312,22 @@ const char *rn_server_addr(const rn_server *s);
 
 /* Stop listening and free the server; a blocked accept returns RN_ECLOSED
  * and the handle is freed once it has. 0 (also for NULL), -EXDEV, or
- * RN_ECLOSED if a close is already in progress. */
+ * RN_ECLOSED if a close is already in progress (or a drain). Connections
+ * accepted from it stay open: closing them is their owners' business. */
 int rn_server_close(rn_server *s);
+
+/* Graceful stop. No new connection is accepted (the listener closes; a
+ * blocked rn_server_accept returns RN_ECLOSED); the connections accepted
+ * from s and still open get until ms (from now) to finish; then each one
+ * still open is reset (RST, as rn_conn_abort): calls blocked on it, and
+ * later ones, return RN_ECLOSED, and its owner's rn_conn_close frees it as
+ * usual. Returns once the owners have closed every one, with s closed and
+ * freed as by rn_server_close: the number of connections that had to be
+ * reset (0 when all finished in time). ms 0 resets at once. Runs the loop
+ * meanwhile (call it from a task, or from outside with the owners in
+ * tasks). -EINVAL (NULL s, ms < 0), -EXDEV (other thread), RN_ECLOSED (a
+ * close or drain of s is in progress); on these s is untouched. */
+int rn_server_drain(rn_server *s, int64_t ms);
 
 /* ---- TLS configuration -------------------------------------------------- */
 

@@ -143,6 +143,10 @@ const char *rn__tls_errstr(int err, char *buf, size_t len)
     return buf;
 }
 
+/* Mozilla's intermediate set: the only key exchange groups offered and
+ * accepted. */
+#define CURVES "X25519:P-256:P-384"
+
 WOLFSSL_CTX *rn__tls_ctx_new(bool server, const char **failed)
 {
     WOLFSSL_CTX *ctx =
@@ -157,6 +161,12 @@ WOLFSSL_CTX *rn__tls_ctx_new(bool server, const char **failed)
         *failed = "setting TLS 1.2 as the minimum version";
     else if (wolfSSL_CTX_set_cipher_list(ctx, suite_list()) != WOLFSSL_SUCCESS)
         *failed = "setting the cipher suites";
+    /* Modern curves only, both sides: set1_curves_list also disables the
+     * others for the curve a TLS 1.2 server picks from the client's list
+     * (without it, a server takes P-521, X448, brainpool or secp256k1 when
+     * the client offers only those). Then the order, X25519 first. */
+    else if (wolfSSL_CTX_set1_curves_list(ctx, CURVES) != WOLFSSL_SUCCESS)
+        *failed = "restricting the curves to " CURVES;
     else if (wolfSSL_CTX_set_groups(ctx, groups, (int)(sizeof groups / sizeof groups[0])) !=
              WOLFSSL_SUCCESS)
         *failed = "setting the key exchange groups";

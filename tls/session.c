@@ -127,7 +127,7 @@ static const char *alert_name(int code)
 int rn__tls_wolf_fail(struct rn__tls *t, int ret, const char *what)
 {
     int err = wolfSSL_get_error(t->ssl, ret);
-    char why[300];
+    char why[400];
     if (rn__tls_is_verify_error(t, err)) {
         rn__tls_verify_message(t, err, why, sizeof why);
         return rn__tls_fail(t, RN_ETLS_VERIFY, "%s with %s: %s", what, rn__tls_peer(t), why);
@@ -135,8 +135,17 @@ int rn__tls_wolf_fail(struct rn__tls *t, int ret, const char *what)
     WOLFSSL_ALERT_HISTORY h;
     if (err == FATAL_ERROR && wolfSSL_get_alert_history(t->ssl, &h) == WOLFSSL_SUCCESS &&
         h.last_rx.code > 0) {
-        snprintf(why, sizeof why, "the peer sent the fatal alert \"%s\" (%d)",
-                 alert_name(h.last_rx.code), h.last_rx.code);
+        int code = h.last_rx.code;
+        /* handshake_failure, illegal_parameter, insufficient_security in a
+         * handshake: most often a peer that takes nothing we offer (one
+         * that offers only P-521, say: we pick none, or it refuses ours). */
+        bool offer = !t->hs_done && (code == 40 || code == 47 || code == 71);
+        snprintf(why, sizeof why, "the peer sent the fatal alert \"%s\" (%d)%s", alert_name(code),
+                 code,
+                 offer ? " during the handshake; ringnet offers and accepts only TLS 1.2 and 1.3, "
+                         "AEAD suites with forward secrecy and the key exchange groups X25519, "
+                         "P-256 and P-384: the peer may support none of them"
+                       : "");
     } else {
         char eb[160];
         wolfSSL_ERR_error_string_n((unsigned long)err, eb, sizeof eb);
