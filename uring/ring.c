@@ -400,4 +400,6 @@ const struct rn__backend rn__backend_uring = {
     .expire = rn__sr_expire,
     .buffered = uring_buffered,
     .xwake_start = uring_xwake_start,
+    .fd_quiesce = rn__sr_quiesce,
+    .fd_unbuffer = rn__sr_unbuffer,
 };
