@@ -109,7 +109,8 @@ RN_EXPORT int rn_conn_detach(rn_conn *c)
         if (rx_reserve(c, n) < 0)
             return rn__err(-ENOMEM, "detach: out of memory for the %zu bytes read ahead", n);
         int end = 1;
-        c->rx_len += loop->bk->fd_unbuffer(loop, &c->f, c->rx + c->rx_off + c->rx_len, n, &end);
+        char *to = n ? c->rx + c->rx_off + c->rx_len : NULL;
+        c->rx_len += loop->bk->fd_unbuffer(loop, &c->f, to, n, &end);
         if (end != 1) {
             c->rx_end = end;
             c->rx_has_end = true;

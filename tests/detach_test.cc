@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <future>
 #include <string>
@@ -249,6 +250,49 @@ TEST_P(DetachTest, AMovedConnectionLeavesItsServersDrainAndDetachOfAResetOneIsEc
         ASSERT_EQ(0, rn_conn_read_exact(a1, b, 4)) << rn_last_error();
         EXPECT_EQ(0, memcmp(b, "ping", 4));
         /* A closed one: RN_ECLOSED too (here from the reset's sentence). */
+    });
+}
+
+/* A close from another task while a detach waits for the backend to let
+ * go (io_uring: the multishot recv's cancellation) wins: the detach is
+ * RN_ECLOSED and the close frees the connection once. Where the detach
+ * does not wait (epoll, or no multishot armed), the close finds the
+ * connection detached and closes it as such. */
+TEST_P(DetachTest, ACloseWhileADetachWaitsWinsAndFreesTheConnectionOnce) {
+    OnPair([&](Pair &p) {
+        rn_conn *acc = p.acc;
+        char b[16];
+        /* A read that empties the socket, then one served by the multishot
+         * it arms, which stays armed after it. */
+        ASSERT_EQ(1, rn_conn_write(p.cli, "a", 1));
+        ASSERT_EQ(1, rn_conn_read(acc, b, sizeof b));
+        ASSERT_EQ(1, rn_conn_write(p.cli, "b", 1));
+        ASSERT_EQ(1, rn_conn_read(acc, b, sizeof b));
+        int close_rc = 1;
+        std::string saw;
+        bool done = false;
+        RNT_SPAWN([&] {
+            /* set_nodelay enters and leaves without parking: no call of
+             * this task is in flight when the detach starts. */
+            int rc = rn_conn_set_nodelay(acc, true);
+            saw = rn_last_error();
+            EXPECT_EQ(-EXDEV, rc);
+            close_rc = rn_conn_close(acc);
+            done = true;
+        });
+        int rc = rn_conn_detach(acc);
+        p.acc = nullptr; /* the task closes it */
+        ASSERT_TRUE(WaitUntil([&] { return done; }));
+        EXPECT_EQ(0, close_rc) << rn_last_error();
+        if (rc == RN_ECLOSED)
+            EXPECT_NE(std::string::npos, saw.find("being detached")) << saw;
+        else
+            EXPECT_EQ(0, rc) << Err(rc);
+        std::printf("[ringnet] %s: detach %s, the task saw \"%s\"\n", backend(), rc == 0 ? "0" : "RN_ECLOSED",
+                    saw.c_str());
+        /* The peer sees the end. */
+        rn_conn_set_read_deadline(p.cli, 10000);
+        EXPECT_EQ(0, rn_conn_read(p.cli, b, sizeof b)) << rn_last_error();
     });
 }
 
