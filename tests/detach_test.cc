@@ -660,37 +660,48 @@ TEST_P(DetachTest, TlsConnectionsMoveMidStreamOnBothSides) {
     c2.join();
 }
 
-TEST_P(DetachTest, ADetachedTlsConnectionClosesFromAThreadThatNeverUsedRingnet) {
+/* Closed from a thread that never used ringnet (round 0), and from another
+ * thread's loop, in a task (round 1): the session is freed there (its
+ * buffers go to that loop's cache, or to free), no close_notify is sent. */
+TEST_P(DetachTest, ADetachedTlsConnectionClosesFromAThreadWithNoLoopAndFromAnotherLoop) {
     RNT_NEED_CERTS(certs);
     TlsConfig scfg = ServerConfig(certs), ccfg = ClientConfig(certs);
     OnLoopRun([&] {
         Server srv;
         int port = ListenTls(&srv, scfg);
         ASSERT_GT(port, 0);
-        Conn cli;
-        rn_conn *acc = nullptr;
-        bool read = false;
-        /* The server's handshake runs in its first read. */
-        RNT_SPAWN([&] {
-            ASSERT_EQ(0, rn_server_accept(srv, &acc));
-            EXPECT_TRUE(ReadPattern(acc, 0, 100, 3, 100)); /* ciphertext left waiting */
-            read = true;
-        });
-        ASSERT_EQ(0, rn_tls_connect_with(cli.out(), "localhost", port, ccfg)) << rn_last_error();
-        ASSERT_EQ(0, rn_conn_write_all(cli, Pattern(40000, 3).data(), 40000));
-        ASSERT_TRUE(WaitUntil([&] { return read; }));
-        ASSERT_EQ(0, rn_conn_write_all(acc, "bye", 3));
-        ASSERT_EQ(0, rn_conn_detach(acc)) << rn_last_error();
-        int rc = 1;
-        std::thread([&] { rc = rn_conn_close(acc); }).join();
-        EXPECT_EQ(0, rc) << rn_last_error();
-        char b[8];
-        ASSERT_EQ(0, rn_conn_read_exact(cli, b, 3)) << rn_last_error();
-        /* No close_notify came: the end is an error or a bare EOF, promptly. */
-        rn_conn_set_read_deadline(cli, 10000);
-        ssize_t end = rn_conn_read(cli, b, sizeof b);
-        EXPECT_NE(-ETIMEDOUT, end) << Err(end);
-        EXPECT_LE(end, 0);
+        for (int round = 0; round < 2; round++) {
+            Conn cli;
+            rn_conn *acc = nullptr;
+            bool read = false;
+            /* The server's handshake runs in its first read. */
+            RNT_SPAWN([&] {
+                ASSERT_EQ(0, rn_server_accept(srv, &acc));
+                EXPECT_TRUE(ReadPattern(acc, 0, 100, 3, 100)); /* ciphertext left waiting */
+                read = true;
+            });
+            ASSERT_EQ(0, rn_tls_connect_with(cli.out(), "localhost", port, ccfg)) << rn_last_error();
+            ASSERT_EQ(0, rn_conn_write_all(cli, Pattern(40000, 3).data(), 40000));
+            ASSERT_TRUE(WaitUntil([&] { return read; }));
+            ASSERT_EQ(0, rn_conn_write_all(acc, "bye", 3));
+            ASSERT_EQ(0, rn_conn_detach(acc)) << rn_last_error();
+            int rc = 1;
+            if (round == 0)
+                std::thread([&] { rc = rn_conn_close(acc); }).join();
+            else
+                OnThread(backend(), [&] {
+                    rn_sleep(1); /* this thread's loop runs */
+                    rc = rn_conn_close(acc);
+                });
+            EXPECT_EQ(0, rc) << rn_last_error();
+            char b[8];
+            ASSERT_EQ(0, rn_conn_read_exact(cli, b, 3)) << rn_last_error();
+            /* No close_notify came: the end is an error or a bare EOF, promptly. */
+            rn_conn_set_read_deadline(cli, 10000);
+            ssize_t end = rn_conn_read(cli, b, sizeof b);
+            EXPECT_NE(-ETIMEDOUT, end) << Err(end);
+            EXPECT_LE(end, 0);
+        }
     });
 }
 
