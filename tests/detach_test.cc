@@ -348,7 +348,13 @@ TEST_P(DetachTest, DetachRacingThePeersResetDeliversTheBytesThenTheReset) {
         bool bytes_ok;
         std::string detail;
     };
+    std::promise<void> ready;
     std::thread worker = LoopThread(backend(), [&] {
+        /* The loop's eventfd now, not at its first wait across threads
+         * (which a fast round 0 may not reach): the rounds count
+         * descriptors. */
+        rn_loop_release(rn_loop_self());
+        ready.set_value();
         EXPECT_EQ(0, RunTask([&] {
             void *item;
             while (rn_chan_recv(to_worker, &item, -1) == 0) {
@@ -372,7 +378,9 @@ TEST_P(DetachTest, DetachRacingThePeersResetDeliversTheBytesThenTheReset) {
             }
         }));
     });
+    ready.get_future().wait();
     OnLoopRun([&] {
+        rn_loop_release(rn_loop_self()); /* this loop's eventfd too */
         rn_server *srvp = nullptr;
         ASSERT_EQ(0, rn_tcp_listen(&srvp, "127.0.0.1", 0)) << rn_last_error();
         Server srv(srvp);
