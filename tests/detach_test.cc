@@ -223,6 +223,36 @@ TEST_P(DetachTest, AConnectionMovesToAThreadOfTheOtherBackendAndBack) {
     MoveWithQueuedBytes(backend(), OtherBackend(backend()), this);
 }
 
+/* A lent read's buffer (io_uring: one of the loop's stream buffers, lent
+ * where it lies) is given back at the detach: its bytes were handed out,
+ * and the bytes after them follow the connection. */
+TEST_P(DetachTest, ALentReadEndsAtTheDetachAndTheBytesAfterItFollow) {
+    constexpr uint32_t kSeed = 9;
+    std::thread src = LoopThread(backend(), [&] {
+        EXPECT_EQ(0, RunTask([&] {
+            Pair p;
+            ASSERT_TRUE(MakePair(&p));
+            rn_conn *acc = p.acc;
+            ASSERT_EQ(0, rn_conn_write_all(p.cli, Pattern(100, kSeed).data(), 100));
+            ASSERT_TRUE(ReadPattern(acc, 0, 100, kSeed));
+            ASSERT_EQ(0, rn_conn_write_all(p.cli, Pattern(40000, kSeed, 100).data(), 40000));
+            const void *data = nullptr;
+            ssize_t n = rn_conn_read_lent(acc, &data);
+            ASSERT_GT(n, 0) << Err(n);
+            ASSERT_EQ(-1, FirstPatternMismatch(data, (size_t)n, 100, kSeed));
+            rn_sleep(20); /* the rest arrives (io_uring: into the queue) */
+            ASSERT_EQ(0, rn_conn_detach(acc)) << rn_last_error();
+            OnThread(backend(), [&] {
+                ASSERT_EQ(0, rn_conn_attach(acc)) << rn_last_error();
+                ASSERT_TRUE(ReadPattern(acc, 100 + (uint64_t)n, 40000 - (size_t)n, kSeed, 5000));
+                ASSERT_EQ(0, rn_conn_detach(acc)) << rn_last_error();
+            });
+            ASSERT_EQ(0, rn_conn_attach(acc)) << rn_last_error();
+        })) << rn_last_error();
+    });
+    src.join();
+}
+
 TEST_P(DetachTest, AMovedConnectionLeavesItsServersDrainAndDetachOfAResetOneIsEclosed) {
     OnLoopRun([&] {
         rn_server *srv = nullptr;
