@@ -16,6 +16,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -68,6 +69,20 @@ bool RawWriteAll(int fd, const std::string &s) {
         done += (size_t)r;
     }
     return true;
+}
+
+/* Spin (yielding the CPU) until cond holds or ~20 s pass; whether it held.
+ * For a thread with no loop. */
+bool SpinUntil(const std::function<bool()> &cond) {
+    for (int i = 0; i < 2000000; i++) {
+        if (cond())
+            return true;
+        if (i > 1000)
+            usleep(10);
+        else
+            sched_yield();
+    }
+    return cond();
 }
 
 /* Run body on a new thread whose loop runs backend, after attaching c
@@ -473,17 +488,64 @@ TEST_P(DetachTest, DetachRacingThePeersResetDeliversTheBytesThenTheReset) {
 struct Handoff {
     rn_conn *c;
     uint32_t id, len;
+    std::atomic<int> *attached, *echoed;
 };
+
+/* A worker's part: attach, echo len bytes checking each, close. */
+void ServeHandoff(Handoff *ho) {
+    std::unique_ptr<Handoff> own(ho);
+    rn_conn *c = ho->c;
+    ASSERT_EQ(0, rn_conn_attach(c)) << rn_last_error();
+    (*ho->attached)++;
+    std::vector<char> buf(65536);
+    uint64_t total = 0;
+    while (total < ho->len) {
+        ssize_t n = rn_conn_read(c, buf.data(), buf.size());
+        if (n <= 0) {
+            ADD_FAILURE() << "worker read after " << total << ": " << Err(n);
+            break;
+        }
+        int64_t bad = FirstPatternMismatch(buf.data(), (size_t)n, total, ho->id);
+        EXPECT_EQ(-1, bad) << "client " << ho->id << " byte " << total + (uint64_t)bad;
+        if (bad >= 0)
+            break;
+        ASSERT_EQ(0, rn_conn_write_all(c, buf.data(), (size_t)n)) << rn_last_error();
+        total += (uint64_t)n;
+    }
+    if (total == ho->len)
+        (*ho->echoed)++;
+    EXPECT_EQ(0, rn_conn_close(c)) << rn_last_error();
+}
+
+extern "C" void ServeTask(void *arg) { ServeHandoff(static_cast<Handoff *>(arg)); }
+
+/* The workers of rn_run_threads: each publishes its loop, then waits on
+ * stop while the tasks spawned onto it serve. */
+struct Pool {
+    std::atomic<rn_loop *> loops[3] = {};
+    rn_chan *stop = nullptr;
+};
+extern "C" void PoolThread(void *arg) {
+    auto *pool = static_cast<Pool *>(arg);
+    int i = rn_thread_index();
+    pool->loops[i] = rn_loop_self();
+    void *x;
+    EXPECT_EQ(RN_ECLOSED, rn_chan_recv(pool->stop, &x, -1));
+}
 
 /* kClients clients each send an 8-byte header (id, length) and a payload
  * of that length; the acceptor reads the header, detaches the connection
  * and sends it through a channel; one of kWorkers worker threads attaches
  * it and echoes the payload, checking every byte, and the client checks
  * every byte of the echo. scfg/ccfg: TLS configs, or NULL for plain. */
-void AcceptorAndWorkers(const char *backend, rn_tls_config *scfg, rn_tls_config *ccfg, uint32_t len) {
+void AcceptorAndWorkers(const char *backend, rn_tls_config *scfg, rn_tls_config *ccfg, uint32_t len,
+                        bool via_spawn = false) {
     constexpr int kClients = 6, kWorkers = 3;
     rn_chan *ch = rn_chan_new(2);
     ASSERT_NE(nullptr, ch);
+    Pool pool;
+    pool.stop = rn_chan_new(1);
+    ASSERT_NE(nullptr, pool.stop);
     std::promise<int> port_p;
     std::future<int> port_f = port_p.get_future();
     std::atomic<int> handed{0}, echoed{0}, checked{0};
@@ -513,11 +575,17 @@ void AcceptorAndWorkers(const char *backend, rn_tls_config *scfg, rn_tls_config 
                         handed++;
                         return;
                     }
-                    auto *ho = new Handoff{c, 0, 0};
+                    auto *ho = new Handoff{c, 0, 0, &worker_attach, &echoed};
                     memcpy(&ho->id, h, 4);
                     memcpy(&ho->len, h + 4, 4);
                     EXPECT_EQ(0, rn_conn_detach(c)) << rn_last_error();
-                    EXPECT_EQ(0, rn_chan_send(ch, ho, -1));
+                    if (via_spawn) {
+                        /* Straight onto a worker's loop, as a task there. */
+                        rn_loop *l = pool.loops[ho->id % kWorkers];
+                        EXPECT_EQ(0, rn_loop_spawn(l, ServeTask, ho)) << rn_last_error();
+                    } else {
+                        EXPECT_EQ(0, rn_chan_send(ch, ho, -1));
+                    }
                     handed++;
                 });
             }
@@ -528,41 +596,27 @@ void AcceptorAndWorkers(const char *backend, rn_tls_config *scfg, rn_tls_config 
     });
 
     std::vector<std::thread> workers;
-    for (int w = 0; w < kWorkers; w++) {
+    if (via_spawn) {
+        /* rn_run_threads' threads; the acceptor spawns onto their loops. */
         workers.push_back(LoopThread(backend, [&] {
-            EXPECT_EQ(0, RunTask([&] {
-                void *item;
-                int rc;
-                while ((rc = rn_chan_recv(ch, &item, -1)) == 0) {
-                    auto *ho = static_cast<Handoff *>(item);
-                    RNT_SPAWN([&, ho] {
-                        std::unique_ptr<Handoff> own(ho);
-                        rn_conn *c = ho->c;
-                        ASSERT_EQ(0, rn_conn_attach(c)) << rn_last_error();
-                        worker_attach++;
-                        std::vector<char> buf(65536);
-                        uint64_t total = 0;
-                        while (total < ho->len) {
-                            ssize_t n = rn_conn_read(c, buf.data(), buf.size());
-                            if (n <= 0) {
-                                ADD_FAILURE() << "worker read after " << total << ": " << Err(n);
-                                break;
-                            }
-                            int64_t bad = FirstPatternMismatch(buf.data(), (size_t)n, total, ho->id);
-                            EXPECT_EQ(-1, bad) << "client " << ho->id << " byte " << total + (uint64_t)bad;
-                            if (bad >= 0)
-                                break;
-                            ASSERT_EQ(0, rn_conn_write_all(c, buf.data(), (size_t)n)) << rn_last_error();
-                            total += (uint64_t)n;
-                        }
-                        if (total == ho->len)
-                            echoed++;
-                        EXPECT_EQ(0, rn_conn_close(c)) << rn_last_error();
-                    });
-                }
-                EXPECT_EQ(RN_ECLOSED, rc);
-            })) << rn_last_error();
+            EXPECT_EQ(0, rn_run_threads(kWorkers, PoolThread, &pool)) << rn_last_error();
         }));
+        for (int w = 0; w < kWorkers; w++)
+            EXPECT_TRUE(SpinUntil([&] { return pool.loops[w].load() != nullptr; }));
+    } else {
+        for (int w = 0; w < kWorkers; w++) {
+            workers.push_back(LoopThread(backend, [&] {
+                EXPECT_EQ(0, RunTask([&] {
+                    void *item;
+                    int rc;
+                    while ((rc = rn_chan_recv(ch, &item, -1)) == 0) {
+                        auto *ho = static_cast<Handoff *>(item);
+                        RNT_SPAWN([ho] { ServeHandoff(ho); });
+                    }
+                    EXPECT_EQ(RN_ECLOSED, rc);
+                })) << rn_last_error();
+            }));
+        }
     }
 
     std::thread clients = LoopThread(backend, [&] {
@@ -607,9 +661,13 @@ void AcceptorAndWorkers(const char *backend, rn_tls_config *scfg, rn_tls_config 
     });
     clients.join();
     acceptor.join();
+    rn_chan_close(pool.stop); /* rn_run_threads' threads end once their tasks have */
     for (auto &w : workers)
         w.join();
+    for (auto &l : pool.loops)
+        rn_loop_release(l.load());
     rn_chan_free(ch);
+    rn_chan_free(pool.stop);
     EXPECT_EQ(kClients, worker_attach.load());
     EXPECT_EQ(kClients, echoed.load());
     EXPECT_EQ(kClients, checked.load());
@@ -617,6 +675,10 @@ void AcceptorAndWorkers(const char *backend, rn_tls_config *scfg, rn_tls_config 
 
 TEST_P(DetachTest, AnAcceptorHandsConnectionsToAPoolOfWorkersThatEchoEveryByte) {
     AcceptorAndWorkers(backend(), nullptr, nullptr, 1u << 20);
+}
+
+TEST_P(DetachTest, AnAcceptorSpawnsEachConnectionOntoARunThreadsWorkersLoop) {
+    AcceptorAndWorkers(backend(), nullptr, nullptr, 1u << 20, true);
 }
 
 #if RINGNET_TEST_TLS
