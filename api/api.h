@@ -33,6 +33,14 @@ struct rn__stream_ops {
     void (*free)(rn_conn *c);
     /* Optional: the task rn__conn_spawn_background starts runs this. */
     void (*background)(rn_conn *c);
+    /* Optional: c leaves its thread (rn_conn_detach; no call is in flight,
+     * c->loop is still the old loop): give back every buffer the layer
+     * holds from that loop's backend, keeping every byte (received bytes
+     * not yet processed go back to the transport with rn__conn_unread).
+     * 0, or -ENOMEM with the layer as it was. */
+    int (*detach)(rn_conn *c);
+    /* Optional: c was attached to this thread (c->loop is the new loop). */
+    void (*attach)(rn_conn *c);
 };
 
 /* The plain table: bytes straight to and from the socket. */
@@ -56,7 +64,18 @@ struct rn_conn {
      * open connections, for rn_server_drain: api/drain.c). */
     struct rn_server *srv;
     struct rn_conn *srv_prev, *srv_next;
-    bool destroying; /* rn__conn_destroy has begun */
+    /* Bytes taken off the socket on a thread c left (api/move.c), below
+     * any stream layer: the transport serves them before the socket, then
+     * rx_end once (the stream's last word that came after them: 0 EOF or
+     * -errno) when rx_has_end. */
+    char *rx;
+    size_t rx_off, rx_len, rx_cap;
+    int rx_end;
+    bool rx_has_end;
+    bool detached;      /* rn_conn_detach: c->loop is NULL, only attach or close */
+    bool detaching;     /* rn_conn_detach waits for the backend to let go of the fd */
+    bool detach_cancel; /* a close came meanwhile: the detach gives way to it */
+    bool destroying;    /* rn__conn_destroy has begun */
     bool reset;      /* rn_server_drain reset it: calls fail, its owner's close frees it */
     bool no_goodbye; /* rn_conn_abort: no stream-layer goodbye (TLS close_notify) */
 };
@@ -100,6 +119,15 @@ int rn__conn_send_all(rn_conn *c, const void *buf, size_t len, int64_t deadline,
 /* Bytes that arrived and nobody has read yet: in the socket and those the
  * backend took off it for a read to come. */
 size_t rn__conn_pending(rn_conn *c);
+/* Put n received bytes back in front of those the transport serves first
+ * (c->rx): 0 or -ENOMEM. */
+int rn__conn_unread(rn_conn *c, const void *buf, size_t n);
+/* Moving connections (api/move.c): close a detached c from any thread
+ * (abort: with a reset); and make a close that comes while a detach waits
+ * wait for it to give way. */
+void rn__conn_close_detached(rn_conn *c, bool abort);
+void rn__conn_wait_detach(rn_conn *c);
+
 /* Bytes the conn layer holds above the stream (a failed read_exact's). */
 static inline size_t rn__conn_kept(const rn_conn *c)
 {

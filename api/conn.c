@@ -30,6 +30,13 @@ int rn__conn_enter(rn_conn *c, const char *what)
 {
     if (!c)
         return rn__err(-EINVAL, "%s: the connection is NULL", what);
+    if (c->detached)
+        return rn__err(-EXDEV,
+                       "%s: the connection is detached (rn_conn_detach): it belongs to no thread "
+                       "until rn_conn_attach",
+                       what);
+    if (c->detaching && rn__loop_peek() == c->loop)
+        return rn__err(-EXDEV, "%s: the connection is being detached by another task", what);
     if (rn__loop_peek() != c->loop)
         return rn__err(-EXDEV, "%s: the connection belongs to another thread", what);
     if (c->reset)
@@ -88,6 +95,7 @@ void rn__conn_destroy(rn_conn *c)
         c->ops->free(c); /* only now: the calls that just left were using it */
     rn__lend_release(c->loop, c->lent);
     free(c->kept);
+    free(c->rx);
     free(c);
 }
 
@@ -95,8 +103,17 @@ RN_EXPORT int rn_conn_close(rn_conn *c)
 {
     if (!c)
         return 0;
+    if (c->detached) { /* any thread may close it (api/move.c) */
+        rn__conn_close_detached(c, false);
+        return 0;
+    }
     if (rn__loop_peek() != c->loop)
         return rn__err(-EXDEV, "close: the connection belongs to another thread");
+    if (c->detaching) {
+        rn__conn_wait_detach(c); /* the detach gives way, c stays this thread's */
+        if (c->destroying)
+            return rn__err(RN_ECLOSED, "close: the connection is already being closed");
+    }
     /* A connection a drain reset is closed but not freed: its owner's close
      * frees it. */
     if (c->destroying)
@@ -181,8 +198,57 @@ RN_EXPORT void rn_conn_set_write_deadline(rn_conn *c, int64_t ms)
 /* io_uring results are ints: keep one op under 1 GiB. */
 #define OP_MAX ((size_t)1 << 30)
 
+/* Serve a read from what a moved connection brought (c->rx): true with
+ * *r (bytes, or the stream's last word once), false when it has nothing. */
+static bool rx_serve(rn_conn *c, void *buf, size_t len, ssize_t *r)
+{
+    if (RN_LIKELY(!c->rx_len && !c->rx_has_end))
+        return false;
+    if (c->rx_len == 0) {
+        c->rx_has_end = false;
+        *r = c->rx_end;
+        return true;
+    }
+    size_t n = c->rx_len < len ? c->rx_len : len;
+    memcpy(buf, c->rx + c->rx_off, n);
+    c->rx_off += n;
+    c->rx_len -= n;
+    if (c->rx_len == 0) { /* drained: the memory goes */
+        free(c->rx);
+        c->rx = NULL;
+        c->rx_off = c->rx_cap = 0;
+    }
+    *r = (ssize_t)n;
+    return true;
+}
+
+int rn__conn_unread(rn_conn *c, const void *buf, size_t n)
+{
+    if (n == 0)
+        return 0;
+    size_t need = n + c->rx_len;
+    if (need > c->rx_cap || c->rx_off < n) {
+        char *k = malloc(need);
+        if (!k)
+            return -ENOMEM;
+        if (c->rx_len)
+            memcpy(k + n, c->rx + c->rx_off, c->rx_len);
+        free(c->rx);
+        c->rx = k;
+        c->rx_cap = need;
+        c->rx_off = n;
+    }
+    c->rx_off -= n;
+    memcpy(c->rx + c->rx_off, buf, n);
+    c->rx_len = need;
+    return 0;
+}
+
 ssize_t rn__conn_recv(rn_conn *c, void *buf, size_t len, int64_t deadline)
 {
+    ssize_t got;
+    if (RN_UNLIKELY(rx_serve(c, buf, len, &got)))
+        return got;
     if (len > OP_MAX)
         len = OP_MAX;
     struct rn__op op = {
@@ -192,6 +258,21 @@ ssize_t rn__conn_recv(rn_conn *c, void *buf, size_t len, int64_t deadline)
 
 ssize_t rn__conn_recv_lent(rn_conn *c, void **buf, int64_t deadline)
 {
+    if (RN_UNLIKELY(c->rx_len || c->rx_has_end)) {
+        void *b = c->rx_len ? rn__lend_alloc(c->loop) : NULL;
+        if (c->rx_len && !b) {
+            *buf = NULL;
+            return -ENOMEM;
+        }
+        ssize_t got;
+        (void)rx_serve(c, b, RN__LEND_SIZE, &got);
+        if (got <= 0) {
+            rn__lend_release(c->loop, b);
+            b = NULL;
+        }
+        *buf = b;
+        return got;
+    }
     struct rn__op op = {
         .kind = RN__OP_RECV, .lend = true, .f = &c->f, .len = RN__LEND_SIZE, .deadline = deadline};
     int r = rn__op_wait(c->loop, &op);
@@ -237,7 +318,7 @@ size_t rn__conn_pending(rn_conn *c)
     int waiting = 0;
     if (ioctl(c->f.fd, FIONREAD, &waiting) < 0 || waiting < 0)
         waiting = 0;
-    return (size_t)waiting + rn__fd_buffered(c->loop, &c->f);
+    return (size_t)waiting + rn__fd_buffered(c->loop, &c->f) + c->rx_len;
 }
 
 int64_t rn__conn_io_deadline(const rn_conn *c)
@@ -405,7 +486,7 @@ RN_EXPORT ssize_t rn_conn_read_lent(rn_conn *c, const void **data)
 
 RN_EXPORT void rn_conn_release_lent(rn_conn *c)
 {
-    if (c && rn__loop_peek() == c->loop)
+    if (c && !c->detached && rn__loop_peek() == c->loop)
         drop_lent(c);
 }
 

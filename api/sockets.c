@@ -75,8 +75,17 @@ RN_EXPORT int rn_conn_abort(rn_conn *c)
 {
     if (!c)
         return 0;
+    if (c->detached) { /* any thread may close it (api/move.c) */
+        rn__conn_close_detached(c, true);
+        return 0;
+    }
     if (rn__loop_peek() != c->loop)
         return rn__err(-EXDEV, "abort: the connection belongs to another thread");
+    if (c->detaching) {
+        rn__conn_wait_detach(c); /* the detach gives way, c stays this thread's */
+        if (c->destroying)
+            return rn__err(RN_ECLOSED, "abort: the connection is already being closed");
+    }
     if (c->destroying)
         return rn__err(RN_ECLOSED, "abort: the connection is already being closed");
     /* l_linger 0: close(2) drops what is unsent and sends RST at once; it

@@ -158,6 +158,22 @@ struct rn__backend {
      * queue it: the caller writes the eventfd. */
     int (*xwake_token)(struct rn__loop *loop);
     bool (*xwake_post)(struct rn__loop *loop, int token, struct rn_loop *xt);
+    /* Moving a connection to another thread (api/move.c). Both optional,
+     * NULL when the backend starts nothing of its own on a descriptor and
+     * never reads ahead (epoll).
+     * fd_quiesce: f leaves this loop (rn_conn_detach) with no op of a call
+     * in flight. Stop the backend's own requests on f (io_uring: the
+     * multishot recv) without dropping a byte they deliver; their last
+     * completions come through run_once as usual, and the core waits for
+     * f->inflight to reach 0 (f->closing stays false). 0, or -errno when
+     * the stop could not be asked for (the detach fails; f stays usable).
+     * fd_unbuffer: then copy up to len of the bytes buffered for f (what
+     * buffered counts) into out, oldest first, and let go of them (their
+     * buffers go back to the loop); *end gets the stream's last word the
+     * backend saw after them (0: EOF, or -errno), or 1 when it saw none.
+     * Returns the bytes copied. fd_close follows, then f leaves. */
+    int (*fd_quiesce)(struct rn__loop *loop, struct rn__fd *f);
+    size_t (*fd_unbuffer)(struct rn__loop *loop, struct rn__fd *f, void *out, size_t len, int *end);
 };
 
 extern const struct rn__backend rn__backend_uring;

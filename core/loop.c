@@ -270,6 +270,10 @@ void rn__lend_release(struct rn__loop *loop, void *buf)
 {
     if (!buf)
         return;
+    if (!loop) { /* a detached connection closed on a thread with no loop */
+        free(buf);
+        return;
+    }
     if (loop->bk->lend_release && loop->bk->lend_release(loop, buf))
         return;
     if (loop->lend_cache_len >= RN_LEND_CACHE_MAX) {

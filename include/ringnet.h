@@ -461,6 +461,43 @@ void rn_loop_release(rn_loop *l);
  * once l's thread has ended (or its rn_run_threads loop has finished). */
 int rn_loop_spawn(rn_loop *l, rn_task_fn fn, void *arg);
 
+/* Moving a connection to another thread (an acceptor handing connections
+ * to workers). See docs/threads.md, "Moving a connection".
+ *
+ * rn_conn_detach, on the thread that owns c, with no call in flight on it
+ * (another task's read, or the TLS layer's background flush of a
+ * key-update reply): c then belongs to no thread. Every byte received and
+ * not yet handed out stays with c: those a failed read_exact kept, those
+ * the backend had read ahead (io_uring's stream reads: its multishot recv
+ * is cancelled and reaped first, which may park the caller briefly), the
+ * TLS ciphertext not yet decrypted, and the end of stream or reset that
+ * came after them. Unsent TLS output, the deadlines, the TLS session and
+ * the addresses stay too. A lent read (rn_conn_read_lent) ends: its bytes
+ * were handed out. A connection a server accepted leaves that server's
+ * list: rn_server_drain no longer waits for it or resets it. 0; -EINVAL (c
+ * NULL); -EXDEV (another thread's, or detached already); -EBUSY (a call is
+ * in flight, or another task is detaching it); RN_ECLOSED (closed, being
+ * closed, or reset by a drain; also when a close comes while the detach
+ * waits for the backend: the close wins); -ENOMEM (c stays attached and
+ * whole). On a detached c every call but rn_conn_attach, rn_conn_close and
+ * rn_conn_abort fails with -EXDEV (the deadline setters and address
+ * getters, which return nothing or text, still work: one thread at a time).
+ *
+ * rn_conn_attach, on the receiving thread (any thread, the same one
+ * included; hand c over through something that orders memory, such as an
+ * rn_chan): c is this thread's from then on, with all of the above; its
+ * first reads serve the bytes it brought, in order, before the socket's.
+ * 0; -EINVAL (c NULL, or not detached); the loop's error if this thread's
+ * loop cannot start (RN_EBACKEND, ...); the backend's error if it cannot
+ * take the descriptor (c stays detached).
+ *
+ * rn_conn_close / rn_conn_abort of a detached c work on any thread, one
+ * that never used ringnet included: the descriptor closes (abort: with a
+ * reset) and c is freed; a TLS connection sends no close_notify then
+ * (attach it first for an orderly TLS close). */
+int rn_conn_detach(rn_conn *c);
+int rn_conn_attach(rn_conn *c);
+
 /* Channels: a bounded queue of pointers between tasks on any threads
  * (many senders, many receivers, FIFO). ms < 0 waits as long as needed,
  * ms == 0 never waits (-EAGAIN: full, or empty), ms > 0 gives up with

@@ -32,6 +32,7 @@ set(rnt_vg_epoll_include
     "^DnsHostileTest\\..*/epoll$"
     "^ErrorsBackendTest\\..*/epoll$"
     "^LentTest\\..*/epoll$"
+    "^DetachTest\\..*/epoll$"
     "^OverflowTest\\.FiveHundred.*/epoll$"
     "^DeadlineTest\\..*Read.*/epoll$"
     "^DeadlineTest\\.Deadline.*/epoll$"

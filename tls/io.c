@@ -355,4 +355,6 @@ const struct rn__stream_ops rn__tls_ops = {
     .close = tls_close,
     .free = rn__tls_free,
     .background = tls_background,
+    .detach = rn__tls_detach, /* move.c */
+    .attach = rn__tls_attach,
 };

@@ -177,6 +177,9 @@ struct rn__tls {
 
 /* The stream operations of a TLS connection (io.c). */
 extern const struct rn__stream_ops rn__tls_ops;
+/* Its detach and attach entries (move.c): a connection changes threads. */
+int rn__tls_detach(rn_conn *c);
+void rn__tls_attach(rn_conn *c);
 
 /* The session of a TLS connection; NULL if c is not one. */
 static inline struct rn__tls *rn__tls_of(const rn_conn *c)

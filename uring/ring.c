@@ -453,4 +453,6 @@ const struct rn__backend rn__backend_uring = {
     .xwake_start = uring_xwake_start,
     .xwake_token = uring_xwake_token,
     .xwake_post = uring_xwake_post,
+    .fd_quiesce = rn__sr_quiesce,
+    .fd_unbuffer = rn__sr_unbuffer,
 };

@@ -249,3 +249,50 @@ void rn__sr_close(struct uring *u, struct rn__fd *f)
     uf->sr_held = 0;
     uf->sr_end = false;
 }
+
+/* ---- moving a connection to another loop ------------------------------- */
+
+int rn__sr_quiesce(struct rn__loop *loop, struct rn__fd *f)
+{
+    struct uring *u = loop->bk_state;
+    struct rn__uring_fd *uf = &f->bk.uring;
+    if (!uf->sr_armed || uf->sr_cancel)
+        return 0; /* nothing armed, or its cancel is on its way (backpressure) */
+    struct io_uring_sqe *sqe = ring_sqes(loop, u, 1);
+    if (!sqe)
+        return -ENOMEM;
+    /* The CQEs that come before the last one still queue their bytes:
+     * f->closing is false. */
+    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)f | UD_RECV_MULTI, 0);
+    io_uring_sqe_set_data64(sqe, UD_IGNORE);
+    uf->sr_cancel = true;
+    return 0;
+}
+
+size_t rn__sr_unbuffer(struct rn__loop *loop, struct rn__fd *f, void *out, size_t len, int *end)
+{
+    struct uring *u = loop->bk_state;
+    struct rn__uring_fd *uf = &f->bk.uring;
+    size_t got = 0;
+    while (uf->sr_head && got < len) {
+        unsigned bid = uf->sr_head - 1u;
+        struct sr_buf *b = &u->sr_bufs[bid];
+        size_t n = b->len - b->off;
+        if (n > len - got)
+            n = len - got;
+        memcpy((char *)out + got, pbuf_buf(&u->sr, bid) + b->off, n);
+        got += n;
+        b->off += (uint32_t)n;
+        uf->sr_held -= (uint32_t)n;
+        if (b->off == b->len) {
+            sr_pop(u, uf);
+            pbuf_recycle(&u->sr, bid);
+        }
+    }
+    *end = 1;
+    if (!uf->sr_head && uf->sr_end) {
+        *end = uf->sr_res;
+        uf->sr_end = false;
+    }
+    return got;
+}

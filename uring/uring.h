@@ -173,5 +173,8 @@ void rn__sr_expire(struct rn__loop *loop, struct rn__op *op, int res);
 void rn__sr_cancel(struct rn__loop *loop, struct rn__fd *f);
 /* Bytes received for f and never read go with it. */
 void rn__sr_close(struct uring *u, struct rn__fd *f);
+/* The backend's fd_quiesce and fd_unbuffer: f moves to another loop. */
+int rn__sr_quiesce(struct rn__loop *loop, struct rn__fd *f);
+size_t rn__sr_unbuffer(struct rn__loop *loop, struct rn__fd *f, void *out, size_t len, int *end);
 
 #endif /* RN_URING_H */
