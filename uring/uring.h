@@ -90,6 +90,9 @@ struct uring {
     int xefd;      /* the eventfd; -1 until xwake_start */
     bool xarmed;   /* its read is in the kernel */
     uint64_t xval; /* where that read puts the count */
+    /* rn_loop_fd where the kernel does not wake a poller of a DEFER_TASKRUN
+     * ring: an eventfd registered with the ring (ring.c, uring_loop_fd). */
+    int poll_efd; /* -1: none (the ring's own descriptor serves) */
     struct sr_buf sr_bufs[SR_ENTRIES];
 };
 
