@@ -545,10 +545,12 @@ int64_t rn_loop_timeout(void);
 /* ---- DNS --------------------------------------------------------------- */
 
 /* Resolve host to its first IPv4 address, else its first IPv6 address, as
- * text into out. Honours /etc/hosts (getaddrinfo on a resolver thread; the
- * loop keeps running). Bounded by rn_set_connect_timeout. RN_EDNS (does not
- * resolve), -ENOSPC (out too small), -EINVAL, -ETIMEDOUT; -EAGAIN (no
- * resolver thread could be started), -EMFILE, -ENOMEM. */
+ * text into out. Honours /etc/hosts (getaddrinfo on a worker of the
+ * rn_offload pool; the loop keeps running). Bounded by
+ * rn_set_connect_timeout (a lookup that gives up leaves the worker to
+ * finish and free it). RN_EDNS (does not resolve), -ENOSPC (out too
+ * small), -EINVAL, -ETIMEDOUT; -EAGAIN (no worker could be started),
+ * -EMFILE (the loop's cross-thread eventfd), -ENOMEM. */
 int rn_resolve(const char *host, char *out, size_t outlen);
 
 #ifdef __cplusplus
