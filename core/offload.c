@@ -41,8 +41,9 @@ static struct {
     pthread_mutex_t mu;
     pthread_cond_t cv; /* on CLOCK_MONOTONIC: idle workers wait on it */
     struct job *head, *tail;
+    int queued;  /* jobs in the queue */
     int threads; /* workers alive */
-    int idle;    /* of which waiting for a job */
+    int idle;    /* of which waiting for a job (woken or not yet) */
     int max;     /* the bound on threads, from the CPU count */
 } pool = {.once = PTHREAD_ONCE_INIT, .mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -121,6 +122,7 @@ static void *worker_main(void *unused)
         pool.head = j->next;
         if (!pool.head)
             pool.tail = NULL;
+        pool.queued--;
         pthread_mutex_unlock(&pool.mu);
         j->fn(j->arg);
         job_finish(j);
@@ -140,8 +142,11 @@ static int pool_push(struct job *j)
     else
         pool.head = j;
     pool.tail = j;
+    pool.queued++;
     int rc = 0;
-    if (pool.idle == 0 && pool.threads < pool.max) {
+    /* More jobs queued than workers waiting (an idle worker signalled a
+     * moment ago still counts as idle until it takes one): one more. */
+    if (pool.queued > pool.idle && pool.threads < pool.max) {
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -161,6 +166,7 @@ static int pool_push(struct job *j)
         pthread_cond_signal(&pool.cv);
     } else { /* no worker at all: take the job back (it is the only one) */
         pool.head = pool.tail = NULL;
+        pool.queued = 0;
     }
     pthread_mutex_unlock(&pool.mu);
     return rc;

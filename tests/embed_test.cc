@@ -289,8 +289,8 @@ struct Gate {
 
 extern "C" void EmbedWaitAtGate(void *arg) {
     auto *g = static_cast<Gate *>(arg);
-    g->thread = pthread_self();
-    g->entered++;
+    if (g->entered.fetch_add(1) == 0)
+        g->thread = pthread_self(); /* the first job's (several may pass one gate) */
     for (int i = 0; i < 2000000 && !g->open.load(); i++)
         usleep(10);
     g->left++;

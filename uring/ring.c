@@ -389,6 +389,22 @@ static int uring_run_once(struct rn__loop *loop, bool wait)
         io_uring_get_events(&u->ring);
         loop->stats.enter_calls++;
     }
+    if (u->embedded) {
+        /* A host sleeps in poll(2) next, not in our enter: the eventfd's
+         * read and what the reaping queued (a multishot re-armed) must be
+         * in the kernel now, or nothing would turn the descriptor readable
+         * for them. */
+        if (u->xefd >= 0 && !u->xarmed)
+            xwake_arm(loop, u);
+        if (io_uring_sq_ready(&u->ring)) {
+            r = io_uring_submit(&u->ring);
+            loop->stats.enter_calls++;
+            if (r > 0)
+                loop->stats.ops_submitted += (uint64_t)r;
+            else if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN)
+                return r;
+        }
+    }
     return u->wake_due;
 }
 
@@ -443,6 +459,7 @@ static bool defer_ring_wakes_pollers(void)
 static int uring_loop_fd(struct rn__loop *loop)
 {
     struct uring *u = loop->bk_state;
+    u->embedded = true;
     if (u->poll_efd >= 0)
         return u->poll_efd;
     if (!(u->ring.flags & IORING_SETUP_DEFER_TASKRUN) || defer_ring_wakes_pollers())
