@@ -250,14 +250,24 @@ TEST_P(EmbedTest, RunOnceWaitsAtMostMsAndNeverForeverWithNothingToWaitFor) {
         took = MsTaken([&] { rc = rn_loop_run_once(60); });
         EXPECT_EQ(0, rc);
         EXPECT_GE(took, 59);
-        /* A task asleep for a long time: a bounded wait returns on its
+        /* A task parked for a long time: a bounded wait returns on its
          * bound, the task still there. */
-        RNT_SPAWN([&] { rn_sleep(100000); });
+        rn_task *t = nullptr;
+        bool done = false;
+        RNT_SPAWN([&] {
+            t = rn_task_self();
+            rn_task_park(100000);
+            done = true;
+        });
         EXPECT_EQ(1, rn_loop_run_once(0));
+        ASSERT_NE(nullptr, t);
         took = MsTaken([&] { rc = rn_loop_run_once(50); });
         EXPECT_EQ(1, rc);
         EXPECT_GE(took, 49);
         EXPECT_LT(took, kNeverMs);
+        rn_task_wake(t);
+        EXPECT_EQ(0, rn_loop_run_once(0));
+        EXPECT_TRUE(done);
     });
 }
 
@@ -279,6 +289,17 @@ TEST_P(EmbedTest, RunOnceWithUnboundedWaitReturnsWhenATaskWakes) {
 }
 
 /* ---- rn_offload ----------------------------------------------------------------- */
+
+/* Spin (sleeping 100 us) until cond holds or ~20 s pass; whether it held.
+ * For a thread whose loop must not run meanwhile. */
+bool SpinUntil(const std::function<bool()> &cond) {
+    for (int i = 0; i < 200000; i++) {
+        if (cond())
+            return true;
+        usleep(100);
+    }
+    return cond();
+}
 
 struct Gate {
     std::atomic<bool> open{false};
@@ -384,14 +405,15 @@ TEST_P(OffloadTest, AJobOutlivingItsLoopsThreadEndsQuietly) {
     g.open = false;
     g.entered = 0;
     g.left = 0;
+    static int rc;
+    rc = 1;
     OnLoop([&] {
-        static int rc;
-        rc = 1;
-        RNT_SPAWN([&] { rc = rn_offload(EmbedWaitAtGate, &g); });
+        /* A plain task (nothing on the heap that only its end would free). */
+        ASSERT_EQ(0, rn_spawn([](void *) { rc = rn_offload(EmbedWaitAtGate, &g); }, nullptr));
         EXPECT_EQ(1, rn_loop_run_once(0)); /* the task parks on its job */
-        ASSERT_TRUE(WaitUntil([&] { return g.entered.load() == 1; }));
-        EXPECT_EQ(1, rc); /* never returned: the thread leaves it parked */
+        ASSERT_TRUE(SpinUntil([&] { return g.entered.load() == 1; }));
     });
+    EXPECT_EQ(1, rc); /* never returned: the thread ended with it parked */
     g.open = true;
     for (int i = 0; i < 200000 && g.left.load() == 0; i++)
         usleep(100);
