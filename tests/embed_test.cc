@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -204,6 +205,45 @@ TEST_P(EmbedTest, DataForAnArmedReadMakesTheFdReadableAndOneRunOnceCompletesIt) 
         EXPECT_EQ(0, memcmp(buf, "hello", 5));
         close(raw);
     });
+}
+
+/* The eventfd registered with the ring is what this kernel gets when the
+ * probe finds the ring's own descriptor does not wake a poller; kernels that
+ * do wake get the ring's. Run the readiness and echo tests again in a child
+ * with RN_URING_LOOP_FD=eventfd, so that both kinds are tested everywhere
+ * (the choice is made once per process, hence the child). */
+TEST_P(EmbedTest, TheRegisteredEventfdKindPassesTheSameTestsInAChild) {
+    if (std::string(backend()) != "io_uring")
+        GTEST_SKIP() << "only io_uring has two kinds of descriptor";
+    if (getenv("RN_URING_LOOP_FD") != nullptr)
+        GTEST_SKIP() << "already the child (or RN_URING_LOOP_FD is set)";
+    SelfExec self({"--gtest_filter=Backends/EmbedTest.DataForAnArmedRead*/io_uring:"
+                   "Backends/EmbedTest.AHostPoll*/io_uring:Backends/EmbedTest.Spawns*/io_uring"});
+    int fds[2];
+    ASSERT_EQ(0, pipe(fds));
+    fflush(nullptr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        dup2(fds[1], 2);
+        close(fds[0]);
+        close(fds[1]);
+        setenv("RN_URING_LOOP_FD", "eventfd", 1);
+        self.Exec(environ);
+        _exit(127);
+    }
+    ASSERT_GT(pid, 0) << strerror(errno);
+    close(fds[1]);
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fds[0], buf, sizeof buf)) > 0)
+        out.append(buf, (size_t)n);
+    close(fds[0]);
+    int status = 0;
+    ASSERT_EQ(pid, waitpid(pid, &status, 0));
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+    EXPECT_NE(std::string::npos, out.find("[  PASSED  ] 4 tests")) << out;
 }
 
 TEST_P(EmbedTest, RunOnceInsideATaskIsEbusy) {
