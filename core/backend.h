@@ -154,6 +154,19 @@ struct rn__backend {
      * xwake_start's eventfd); the same one on each call; the backend owns
      * it. -errno when it cannot be made. */
     int (*loop_fd)(struct rn__loop *loop);
+    /* Optional (NULL: the eventfd is the only way in). Wake-ups from loop
+     * to loop of this backend without the eventfd (io_uring:
+     * IORING_OP_MSG_RING). xwake_token: what another loop needs to reach
+     * this one, a descriptor the core closes when the loop's handle goes
+     * (io_uring: a duplicate of the ring's fd); -1 when there is none.
+     * xwake_post, from a task of this loop: queue a wake-up for the loop
+     * behind token; it reaches the kernel with this loop's next pass (the
+     * core makes one before the loop stops running: loop->xflush). Once
+     * its outcome is known the backend calls rn__xt_post_done(xt, res)
+     * (the caller holds a reference on xt for it). false when it cannot
+     * queue it: the caller writes the eventfd. */
+    int (*xwake_token)(struct rn__loop *loop);
+    bool (*xwake_post)(struct rn__loop *loop, int token, struct rn_loop *xt);
 };
 
 extern const struct rn__backend rn__backend_uring;

@@ -111,6 +111,7 @@ int rn__task_park_until(struct rn__loop *loop, int64_t deadline)
 /* One run_once; whether timed parks may be due. */
 static bool backend_pass(struct rn__loop *loop, bool wait)
 {
+    loop->xflush = false; /* the pass takes the wake-ups tasks queued for other loops */
     int r = loop->bk->run_once(loop, wait);
     if (r < 0) {
         /* Only a bug (EBADF, EFAULT) gets here: there is no way to go on. */
@@ -118,6 +119,16 @@ static bool backend_pass(struct rn__loop *loop, bool wait)
         abort();
     }
     return r > 0;
+}
+
+/* A task queued a wake-up for another loop that goes to the kernel with
+ * this loop's next pass (rn__xt_post_done, bk->xwake_post): the loop is
+ * about to stop running, and nothing says when it runs again, so make that
+ * pass now, without waiting. What it completes is run by the loop's next
+ * run. */
+static void flush_xwakes(struct rn__loop *loop)
+{
+    (void)backend_pass(loop, false);
 }
 
 /* Drive the loop on the thread's own stack until *flag is true (flag NULL:
@@ -143,6 +154,8 @@ static int loop_run(struct rn__loop *loop, const bool *flag)
         if (backend_pass(loop, wait) && loop->timers.len)
             fire_timers(loop);
     }
+    if (loop->xflush)
+        flush_xwakes(loop);
     loop->running--;
     return rc;
 }
@@ -182,6 +195,8 @@ void rn__loop_host_pass(struct rn__loop *loop, int64_t ms)
         else
             break;
     }
+    if (loop->xflush)
+        flush_xwakes(loop);
     loop->running--;
 }
 

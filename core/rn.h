@@ -98,6 +98,9 @@ struct rn__loop {
     struct rn_loop *xt; /* the handle other threads post to; NULL until needed (rn__xt_get) */
     size_t xwaiters;    /* tasks in a wait only another thread may end (park, channel) */
     int64_t wait_until; /* rn_loop_run_once's bound on its wait (rn__now_ns), 0: none */
+    bool xflush;        /* a wake-up for another loop waits in the backend for this
+                         * loop's next pass (bk->xwake_post): make one before the loop
+                         * stops running */
 };
 
 /* A mark of the sentences the current task has written so far. */
@@ -167,6 +170,10 @@ void rn__xt_loop_end(struct rn__loop *loop);
 /* Refuse posts if the inbox is empty (true), else false (the caller runs
  * the loop again). For rn_run_threads' threads as their loop finishes. */
 bool rn__xt_close_if_idle(struct rn__loop *loop);
+/* A wake-up sent loop to loop (bk->xwake_post) has its outcome: res < 0
+ * means it did not arrive, and the target's eventfd is written instead.
+ * Drops the reference the post held on xt. */
+void rn__xt_post_done(struct rn_loop *xt, int res);
 /* The stack size of tasks spawned from other threads (rn_set_task_stack_size). */
 void rn__xt_stack_size(struct rn__loop *loop, size_t bytes);
 

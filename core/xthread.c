@@ -4,9 +4,14 @@
  * loop when it sleeps in the kernel, and park/wake (rn_task_*).
  *
  * The inbox is a list under a mutex. The first post after the loop last
- * drained it writes the eventfd; later posts only append (signalled), so
- * many posts between two passes of the loop cost one wake-up. The loop
- * checks one atomic flag per pass and drains the whole list at once. */
+ * drained it wakes the loop; later posts only append (signalled), so many
+ * posts between two passes of the loop cost one wake-up. The loop checks
+ * one atomic flag per pass and drains the whole list at once.
+ *
+ * The wake-up: a task on a loop of the same backend sends it ring to ring
+ * when the backend can (io_uring: IORING_OP_MSG_RING, which goes to the
+ * kernel with the sender's next pass, so it costs the sender no system
+ * call and the target no eventfd read); anyone else writes the eventfd. */
 #include "task.h"
 
 #include <pthread.h>
@@ -15,13 +20,15 @@
 #include <unistd.h>
 
 struct rn_loop {
-    int refs;              /* atomic: the loop's own and each rn_loop_self's */
-    pthread_mutex_t mu;    /* guards what follows, up to the end */
-    bool closed;           /* the loop ended (or rn_run_threads finished it): posts are refused */
-    bool signalled;        /* the eventfd was written since the loop last drained */
-    int has_msgs;          /* atomic: the list is not empty (read by the loop without the mutex) */
-    int efd;               /* the eventfd the backend watches; -1 once closed */
-    struct rn__task *head; /* posted: new tasks (xspawn) and wake-ups, oldest first */
+    int refs;           /* atomic: the loop's own and each rn_loop_self's */
+    pthread_mutex_t mu; /* guards what follows, up to the end */
+    bool closed;        /* the loop ended (or rn_run_threads finished it): posts are refused */
+    bool signalled;     /* the eventfd was written since the loop last drained */
+    int has_msgs;       /* atomic: the list is not empty (read by the loop without the mutex) */
+    int efd;            /* the eventfd the backend watches; -1 once closed */
+    const struct rn__backend *bk; /* the loop's backend (a ring-to-ring wake-up needs the same) */
+    int token;                    /* bk->xwake_token's descriptor, -1 for none; closed with xt */
+    struct rn__task *head;        /* posted: new tasks (xspawn) and wake-ups, oldest first */
     struct rn__task *tail;
     size_t stack_size; /* atomic: for tasks spawned from other threads */
 };
@@ -29,6 +36,8 @@ struct rn_loop {
 static void xt_unref(struct rn_loop *xt)
 {
     if (__atomic_sub_fetch(&xt->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        if (xt->token >= 0)
+            close(xt->token);
         pthread_mutex_destroy(&xt->mu);
         free(xt);
     }
@@ -63,6 +72,8 @@ struct rn_loop *rn__xt_get(struct rn__loop *loop, int *err)
     }
     pthread_mutex_init(&xt->mu, NULL);
     xt->refs = 1;
+    xt->bk = loop->bk;
+    xt->token = loop->bk->xwake_token ? loop->bk->xwake_token(loop) : -1;
     xt->stack_size = loop->stack_size;
     loop->xt = xt;
     return xt;
@@ -73,7 +84,51 @@ bool rn__xt_pending(const struct rn__loop *loop)
     return __atomic_load_n(&loop->xt->has_msgs, __ATOMIC_ACQUIRE) != 0;
 }
 
-/* Append t under xt->mu; write the eventfd for the first post of a batch. */
+static void write_efd(struct rn_loop *xt)
+{
+    uint64_t one = 1;
+    /* Never blocks: the count stays far below its maximum. */
+    ssize_t w;
+    do
+        w = write(xt->efd, &one, sizeof one);
+    while (w < 0 && errno == EINTR);
+}
+
+/* Wake xt's loop ring to ring from this thread's loop, if both run a
+ * backend that can; false: write the eventfd. Under xt->mu. */
+static bool wake_by_ring(struct rn_loop *xt)
+{
+    struct rn__loop *here = rn__loop_peek();
+    /* Only from a task: its loop passes through the kernel before it stops
+     * running (loop_run sees xflush), and the message goes with that pass.
+     * Outside any task nothing says when this thread's loop runs again. */
+    if (xt->token < 0 || !here || here->bk != xt->bk || here->current == &here->root)
+        return false;
+    /* The reference rn__xt_post_done drops: xt outlives the message. */
+    __atomic_add_fetch(&xt->refs, 1, __ATOMIC_RELAXED);
+    if (!here->bk->xwake_post(here, xt->token, xt)) {
+        __atomic_sub_fetch(&xt->refs, 1, __ATOMIC_RELAXED); /* ours was not the last */
+        return false;
+    }
+    here->xflush = true;
+    here->stats.xwakes_by_ring++;
+    return true;
+}
+
+void rn__xt_post_done(struct rn_loop *xt, int res)
+{
+    if (res < 0) {
+        /* It did not arrive (the target's completion queue was full, say):
+         * the eventfd wakes it, late rather than never. */
+        pthread_mutex_lock(&xt->mu);
+        if (!xt->closed)
+            write_efd(xt);
+        pthread_mutex_unlock(&xt->mu);
+    }
+    xt_unref(xt);
+}
+
+/* Append t under xt->mu; wake the loop for the first post of a batch. */
 static void post_locked(struct rn_loop *xt, struct rn__task *t)
 {
     t->xnext = NULL;
@@ -85,12 +140,8 @@ static void post_locked(struct rn_loop *xt, struct rn__task *t)
     __atomic_store_n(&xt->has_msgs, 1, __ATOMIC_RELEASE);
     if (!xt->signalled) {
         xt->signalled = true;
-        uint64_t one = 1;
-        /* Never blocks: the count stays far below its maximum. */
-        ssize_t w;
-        do
-            w = write(xt->efd, &one, sizeof one);
-        while (w < 0 && errno == EINTR);
+        if (!wake_by_ring(xt))
+            write_efd(xt);
     }
 }
 

@@ -134,6 +134,9 @@ typedef struct rn_stats {
     uint64_t accept_backoffs; /* accepts delayed by EMFILE/ENFILE */
     uint64_t xwakeups;        /* wake-ups other threads sent this loop: one per batch of posts
                                * (rn_loop_spawn, rn_task_wake, channels) between two passes */
+    uint64_t xwakes_by_ring;  /* wake-ups this loop sent other io_uring loops ring to ring
+                               * (IORING_OP_MSG_RING, with its next kernel call) instead of
+                               * writing their eventfd */
 } rn_stats;
 
 /* Copy this thread's loop counters (since its loop started; never reset)

@@ -224,14 +224,13 @@ TEST_P(SocketsTest, AResetThatArrivesWhileNobodyReadsIsSeenByTheNextRead) {
     });
 }
 
-/* Disabled: a known io_uring backend bug this test found, not fixed here.
- * With the stream reads' multishot recv (uring/stream.c), a reset that
- * arrived behind bytes nobody had read yet is never reported: the
- * multishot delivers the bytes, finds the socket empty (tcp_inq counts a
- * FIN but not a reset) and waits for a wake-up that already happened, so
- * the next read blocks until its deadline (forever without one).
- * RN_URING_RECV_MULTISHOT=0 and epoll pass. Seen on Linux 6.18. */
-TEST_P(SocketsTest, DISABLED_AResetBehindUnreadBytesIsSeenByTheNextRead) {
+/* Bytes the peer sent and nobody read yet, then its reset: the reads
+ * return the bytes, then -ECONNRESET. On io_uring the next read arms the
+ * stream's multishot recv on a socket that holds both already; armed
+ * poll-first (as it once was) the multishot took the bytes and never
+ * reported the reset, and the read waited for its deadline (uring/stream.c,
+ * sr_arm). */
+TEST_P(SocketsTest, AResetBehindUnreadBytesIsSeenByTheNextRead) {
     OnPair([&](Pair &p) {
         /* A short read first: the socket was emptied, so the next read on
          * io_uring arms a multishot recv (POLL_FIRST) on a socket whose

@@ -506,6 +506,65 @@ TEST_P(ThreadsTest, RunThreadsWaitsForTasksSpawnedAcrossItsThreads) {
     });
 }
 
+/* Two threads of rn_run_threads pass a token back and forth over two
+ * channels of one slot: nearly every hand-over wakes a task parked on the
+ * other thread. */
+struct PingPong {
+    rn_chan *ab = nullptr, *ba = nullptr;
+    int rounds = 0;
+    rn_stats st[2] = {};
+    std::atomic<int> bad{0}, done{0};
+};
+extern "C" void PingPongThread(void *arg) {
+    auto *p = static_cast<PingPong *>(arg);
+    int me = rn_thread_index();
+    for (int i = 1; i <= p->rounds; i++) {
+        void *item = nullptr;
+        bool ok = me == 0 ? rn_chan_send(p->ab, reinterpret_cast<void *>(static_cast<intptr_t>(i)), -1) == 0 &&
+                                rn_chan_recv(p->ba, &item, -1) == 0 &&
+                                item == reinterpret_cast<void *>(static_cast<intptr_t>(i))
+                          : rn_chan_recv(p->ab, &item, -1) == 0 && rn_chan_send(p->ba, item, -1) == 0;
+        if (!ok) {
+            p->bad++;
+            return;
+        }
+    }
+    p->done++;
+    rn_loop_stats(&p->st[me]);
+}
+
+/* On io_uring a task wakes a task of another io_uring loop ring to ring
+ * (IORING_OP_MSG_RING: every kernel that runs the io_uring backend has it)
+ * unless RN_URING_MSG_RING=0; on epoll always through the eventfd. Either
+ * way nothing is lost: every round trip completes, in order. */
+TEST_P(ThreadsTest, WakeUpsBetweenTwoLoopsGoRingToRingOnIoUring) {
+    OnLoop([&] {
+        PingPong p;
+        p.rounds = 2000;
+        p.ab = rn_chan_new(1);
+        p.ba = rn_chan_new(1);
+        ASSERT_TRUE(p.ab && p.ba);
+        ASSERT_EQ(0, rn_run_threads(2, PingPongThread, &p)) << rn_last_error();
+        EXPECT_EQ(0, p.bad.load());
+        EXPECT_EQ(2, p.done.load());
+        uint64_t by_ring = p.st[0].xwakes_by_ring + p.st[1].xwakes_by_ring;
+        uint64_t woken = p.st[0].xwakeups + p.st[1].xwakeups;
+        EXPECT_GT(woken, 0u) << "no hand-over had to wake the other thread";
+        const char *env = getenv("RN_URING_MSG_RING");
+        bool ring_off = env && strcmp(env, "0") == 0;
+        if (backend() == std::string("io_uring") && !ring_off) {
+            EXPECT_GT(by_ring, 0u);
+            EXPECT_LE(by_ring, woken + 4) << "more ring messages than wake-ups the loops took";
+        } else {
+            EXPECT_EQ(0u, by_ring);
+        }
+        printf("[ringnet] %s: %llu wake-ups taken, %llu sent ring to ring, for %d round trips\n", backend(),
+               (unsigned long long)woken, (unsigned long long)by_ring, p.rounds);
+        rn_chan_free(p.ab);
+        rn_chan_free(p.ba);
+    });
+}
+
 TEST_P(ThreadsTest, RunThreadsRefusesBadArgumentsAndCallsInsideATask) {
     OnLoop([&] {
         std::atomic<int> n{0};

@@ -5,6 +5,7 @@
  * (accept.c, stream.c). */
 #include "uring.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +123,9 @@ static int uring_init(struct rn__loop *loop, void **state, char *why, size_t why
             return -EOPNOTSUPP;
         }
     }
+    /* Optional: without it other loops wake this one through its eventfd. */
+    const char *mr = getenv("RN_URING_MSG_RING");
+    u->msg_ring = io_uring_opcode_supported(probe, IORING_OP_MSG_RING) && !(mr && !strcmp(mr, "0"));
     io_uring_free_probe(probe);
     u->lend = (struct pbuf){.entries = LEND_ENTRIES, .size = RN__LEND_SIZE, .bgid = LEND_BGID};
     u->sr = (struct pbuf){.entries = SR_ENTRIES, .size = SR_SIZE, .bgid = SR_BGID};
@@ -136,9 +140,28 @@ static int uring_init(struct rn__loop *loop, void **state, char *why, size_t why
     return 0;
 }
 
+/* The outcome of wake-ups this loop sent ring to ring (UD_XSENT CQEs) not
+ * reaped yet, as the loop ends: each holds a reference on its target. */
+static void xsent_settle(struct uring *u)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    (void)io_uring_submit_and_get_events(&u->ring);
+    io_uring_for_each_cqe(&u->ring, head, cqe)
+    {
+        n++;
+        uint64_t ud = io_uring_cqe_get_data64(cqe);
+        if ((ud & UD_TAG_MASK) == UD_XSENT)
+            rn__xt_post_done((struct rn_loop *)(uintptr_t)(ud & ~UD_TAG_MASK), cqe->res);
+    }
+    io_uring_cq_advance(&u->ring, n);
+}
+
 static void uring_destroy(struct rn__loop *loop, void *state)
 {
     struct uring *u = state;
+    if (u->msg_ring)
+        xsent_settle(u);
     rn__pbuf_free(u, &u->lend);
     rn__pbuf_free(u, &u->sr);
     if (u->poll_efd >= 0)
@@ -303,6 +326,11 @@ static unsigned reap(struct rn__loop *loop, struct uring *u)
         case UD_XWAKE:
             u->xarmed = false; /* re-armed before the next wait */
             break;
+        case UD_XMSG:
+            break; /* it ended the wait: the loop drains its inbox next */
+        case UD_XSENT:
+            rn__xt_post_done((struct rn_loop *)(uintptr_t)(ud & ~UD_TAG_MASK), cqe->res);
+            break;
         case UD_WAKE:
             u->wake_due = true;
             if (ud >> 3 == u->wake_gen)
@@ -354,6 +382,29 @@ static int uring_xwake_start(struct rn__loop *loop, int efd)
     u->xefd = efd;
     xwake_arm(loop, u);
     return 0;
+}
+
+static int uring_xwake_token(struct rn__loop *loop)
+{
+    struct uring *u = loop->bk_state;
+    /* A descriptor of the ring's own: a sender's message must never reach
+     * whatever file a closed ring fd's number came to name. */
+    return u->msg_ring ? fcntl(u->ring.ring_fd, F_DUPFD_CLOEXEC, 0) : -1;
+}
+
+static bool uring_xwake_post(struct rn__loop *loop, int token, struct rn_loop *xt)
+{
+    struct uring *u = loop->bk_state;
+    if (!u->msg_ring)
+        return false;
+    struct io_uring_sqe *sqe = ring_sqes(loop, u, 1);
+    if (!sqe)
+        return false;
+    /* The target's CQE carries UD_XMSG and nothing else; ours says whether
+     * it arrived. */
+    io_uring_prep_msg_ring(sqe, token, 0, UD_XMSG, 0);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)xt | UD_XSENT);
+    return true;
 }
 
 static int uring_run_once(struct rn__loop *loop, bool wait)
@@ -499,4 +550,6 @@ const struct rn__backend rn__backend_uring = {
     .buffered = uring_buffered,
     .xwake_start = uring_xwake_start,
     .loop_fd = uring_loop_fd,
+    .xwake_token = uring_xwake_token,
+    .xwake_post = uring_xwake_post,
 };

@@ -29,6 +29,8 @@
 #define UD_RECV_MULTI   2ull /* | rn__fd*: the multishot recv of a connection */
 #define UD_WAKE         3ull /* | generation << 3: the timeout armed for the loop's timed parks */
 #define UD_XWAKE        4ull /* the read kept armed on the cross-thread eventfd */
+#define UD_XMSG         5ull /* a wake-up another loop sent ring to ring (IORING_OP_MSG_RING) */
+#define UD_XSENT        6ull /* | struct rn_loop*: the outcome of a wake-up this loop sent */
 #define UD_TAG_MASK     7ull
 
 RN_STATIC_ASSERT(_Alignof(struct rn__op) >= 8, "op pointers carry tags in their low bits");
@@ -95,6 +97,8 @@ struct uring {
     int poll_efd;  /* -1: none (the ring's own descriptor serves) */
     bool embedded; /* rn_loop_fd was called: a host may sleep on the descriptor
                     * between passes, so each pass ends with nothing left to submit */
+    bool msg_ring; /* IORING_OP_MSG_RING wakes other loops (the probe has it, and
+                    * RN_URING_MSG_RING is not 0) */
     struct sr_buf sr_bufs[SR_ENTRIES];
 };
 
