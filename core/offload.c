@@ -66,12 +66,6 @@ static void pool_init(void)
     pool.max = max;
 }
 
-int rn__offload_max_threads(void)
-{
-    pthread_once(&pool.once, pool_init);
-    return pool.max;
-}
-
 static void job_unref(struct job *j)
 {
     if (__atomic_sub_fetch(&j->refs, 1, __ATOMIC_ACQ_REL) != 0)

@@ -191,8 +191,6 @@ void rn__xt_stack_size(struct rn__loop *loop, size_t bytes);
  * done. Sentence in rn_last_error. */
 int rn__offload_until(struct rn__loop *loop, rn_task_fn fn, void *arg, void (*release)(void *),
                       int64_t deadline);
-/* The pool's bound on workers (rn__offload_until may start up to this many). */
-int rn__offload_max_threads(void);
 
 /* A task record with a fresh stack of size bytes, made on any thread
  * (no loop's cache), set to start fn(arg); NULL with errno on failure. */
