@@ -241,6 +241,61 @@ TEST_P(EmbedTest, DataForAnArmedReadMakesTheFdReadableAndOneRunOnceCompletesIt) 
     });
 }
 
+/* Run this test program in a child with name=value in its environment and
+ * one argument (a --gtest_filter); its exit status (128 + signal when
+ * killed), all it printed in *out. A fresh program: nothing of this
+ * process's loops, pool or probes carries over. */
+int RunChild(const char *name, const char *value, const std::string &arg, std::string *out) {
+    SelfExec self({arg, "--gtest_also_run_disabled_tests"});
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    fflush(nullptr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        dup2(fds[1], 2);
+        close(fds[0]);
+        close(fds[1]);
+        setenv(name, value, 1);
+        self.Exec(environ);
+        _exit(127);
+    }
+    close(fds[1]);
+    if (pid < 0) {
+        close(fds[0]);
+        return -1;
+    }
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fds[0], buf, sizeof buf)) > 0)
+        out->append(buf, (size_t)n);
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* In a child whose RN_BACKEND names no backend: every embedding and
+ * offload call says the loop cannot start, none crashes. */
+TEST(DISABLED_EmbedChild, ALoopThatCannotStartFailsEveryCallWithItsStartError) {
+    EXPECT_EQ(-EINVAL, rn_loop_fd());
+    EXPECT_NE(nullptr, strstr(rn_last_error(), "RN_BACKEND=nonsense")) << rn_last_error();
+    EXPECT_EQ(-EINVAL, rn_loop_run_once(0));
+    EXPECT_NE(nullptr, strstr(rn_last_error(), "RN_BACKEND=nonsense")) << rn_last_error();
+    EXPECT_EQ(-1, rn_loop_timeout());
+    EXPECT_EQ(-EINVAL, rn_offload([](void *) {}, nullptr));
+    EXPECT_NE(nullptr, strstr(rn_last_error(), "RN_BACKEND=nonsense")) << rn_last_error();
+}
+
+TEST(EmbedStartTest, ALoopThatCannotStartFailsEveryEmbeddingCallWithItsStartError) {
+    std::string out;
+    int status = RunChild("RN_BACKEND", "nonsense",
+                          "--gtest_filter=DISABLED_EmbedChild.ALoopThatCannotStart*", &out);
+    EXPECT_EQ(0, status) << out;
+    EXPECT_NE(std::string::npos, out.find("[  PASSED  ] 1 test")) << out;
+}
+
 /* The eventfd registered with the ring is what this kernel gets when the
  * probe finds the ring's own descriptor does not wake a poller; kernels that
  * do wake get the ring's. Run the readiness and echo tests again in a child
@@ -251,32 +306,12 @@ TEST_P(EmbedTest, TheRegisteredEventfdKindPassesTheSameTestsInAChild) {
         GTEST_SKIP() << "only io_uring has two kinds of descriptor";
     if (getenv("RN_URING_LOOP_FD") != nullptr)
         GTEST_SKIP() << "already the child (or RN_URING_LOOP_FD is set)";
-    SelfExec self({"--gtest_filter=Backends/EmbedTest.DataForAnArmedRead*/io_uring:"
-                   "Backends/EmbedTest.AHostPoll*/io_uring:Backends/EmbedTest.Spawns*/io_uring"});
-    int fds[2];
-    ASSERT_EQ(0, pipe(fds));
-    fflush(nullptr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        close(fds[0]);
-        close(fds[1]);
-        setenv("RN_URING_LOOP_FD", "eventfd", 1);
-        self.Exec(environ);
-        _exit(127);
-    }
-    ASSERT_GT(pid, 0) << strerror(errno);
-    close(fds[1]);
     std::string out;
-    char buf[4096];
-    ssize_t n;
-    while ((n = read(fds[0], buf, sizeof buf)) > 0)
-        out.append(buf, (size_t)n);
-    close(fds[0]);
-    int status = 0;
-    ASSERT_EQ(pid, waitpid(pid, &status, 0));
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+    int status = RunChild("RN_URING_LOOP_FD", "eventfd",
+                          "--gtest_filter=Backends/EmbedTest.DataForAnArmedRead*/io_uring:"
+                          "Backends/EmbedTest.AHostPoll*/io_uring:Backends/EmbedTest.Spawns*/io_uring",
+                          &out);
+    EXPECT_EQ(0, status) << out;
     EXPECT_NE(std::string::npos, out.find("[  PASSED  ] 5 tests")) << out;
 }
 
