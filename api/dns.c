@@ -1,11 +1,9 @@
-/* dns.c - name resolution without blocking the loop: getaddrinfo runs on a
- * small shared pool of resolver threads; each lookup has a pipe whose write
- * end the thread closes once the answer is in, which wakes the task that
- * asked (its read end turns readable, through the backend's poll op). The
- * thread holds no descriptor after the wake-up, so the task closes the
- * read end at once and a lookup that returned leaves nothing open (an
- * eventfd would have to be written and then closed by whoever let go last,
- * a moment after the call returned).
+/* dns.c - name resolution without blocking the loop: getaddrinfo runs on
+ * the offload pool (core/offload.c) while the asking task waits, bounded
+ * by the connect deadline. A lookup that times out leaves its job behind:
+ * the worker finishes getaddrinfo and frees the job, answer and all. The
+ * finished job wakes the task through the loop's inbox (no descriptor per
+ * lookup).
  *
  * Why threads and not c-ares: getaddrinfo is what every other program on the
  * machine uses (nsswitch, /etc/hosts, systemd-resolved, mDNS modules, the
@@ -16,111 +14,39 @@
 #include "api.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netdb.h>
-#include <poll.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#define RESOLVER_THREADS_MAX 8
-#define HOST_MAX             255
+#define HOST_MAX 255
 
 struct job {
-    atomic_int refs;  /* the asking task and the pool */
-    atomic_bool done; /* release/acquire: the answer below is complete */
-    int rfd;          /* the pipe's read end: the asking task's */
-    int wfd;          /* its write end: the thread's, closed to wake the task */
     char host[HOST_MAX + 1];
     int gai_rc;
     int sys_err;
     struct addrinfo *res;
-    struct job *next;
 };
 
-static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct job *head, *tail;
-    int threads, idle;
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0};
-
-static void job_unref(struct job *j)
+static void job_free(void *p)
 {
-    if (atomic_fetch_sub(&j->refs, 1) != 1)
-        return;
+    struct job *j = p;
     if (j->res)
         freeaddrinfo(j->res);
     free(j);
 }
 
-static void *resolver_main(void *arg)
+/* On a worker of the pool. */
+static void job_run(void *p)
 {
-    (void)arg;
-    pthread_mutex_lock(&pool.mu);
-    for (;;) {
-        while (!pool.head) {
-            pool.idle++;
-            pthread_cond_wait(&pool.cv, &pool.mu);
-            pool.idle--;
-        }
-        struct job *j = pool.head;
-        pool.head = j->next;
-        if (!pool.head)
-            pool.tail = NULL;
-        pthread_mutex_unlock(&pool.mu);
-
-        struct addrinfo hints;
-        memset(&hints, 0, sizeof hints);
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        errno = 0;
-        j->gai_rc = getaddrinfo(j->host, NULL, &hints, &j->res);
-        j->sys_err = errno;
-        /* Closing the write end wakes the task; this store is what makes
-         * the answer visible to it (and to ThreadSanitizer, which cannot
-         * see the pipe). */
-        atomic_store_explicit(&j->done, true, memory_order_release);
-        close(j->wfd);
-        job_unref(j);
-
-        pthread_mutex_lock(&pool.mu);
-    }
-    return NULL;
-}
-
-static int pool_push(struct job *j)
-{
-    pthread_mutex_lock(&pool.mu);
-    j->next = NULL;
-    if (pool.tail)
-        pool.tail->next = j;
-    else
-        pool.head = j;
-    pool.tail = j;
-    int rc = 0;
-    if (pool.idle == 0 && pool.threads < RESOLVER_THREADS_MAX) {
-        pthread_t t;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        rc = -pthread_create(&t, &attr, resolver_main, NULL);
-        pthread_attr_destroy(&attr);
-        if (rc == 0)
-            pool.threads++;
-        else if (pool.threads > 0)
-            rc = 0; /* the threads we have will get to it */
-    }
-    if (rc == 0)
-        pthread_cond_signal(&pool.cv);
-    else { /* no thread at all: take the job back */
-        pool.head = pool.tail = NULL;
-    }
-    pthread_mutex_unlock(&pool.mu);
-    return rc;
+    struct job *j = p;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    errno = 0;
+    j->gai_rc = getaddrinfo(j->host, NULL, &hints, &j->res);
+    j->sys_err = errno;
 }
 
 static int gai_failure(const char *host, int gai_rc, int sys_err)
@@ -139,7 +65,7 @@ static int gai_failure(const char *host, int gai_rc, int sys_err)
 }
 
 /* getaddrinfo on the pool; the calling task parks until the answer or the
- * deadline. *res belongs to the caller on success. */
+ * deadline. *out (answer included) belongs to the caller on success. */
 static int lookup(struct rn__loop *loop, const char *host, int64_t deadline, struct job **out)
 {
     if (strlen(host) > HOST_MAX)
@@ -148,43 +74,16 @@ static int lookup(struct rn__loop *loop, const char *host, int64_t deadline, str
     struct job *j = calloc(1, sizeof *j);
     if (!j)
         return rn__err(-ENOMEM, "resolve %s: out of memory", host);
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC | O_NONBLOCK) < 0) {
-        int err = -errno;
-        free(j);
-        return rn__err(err, "resolve %s: pipe: %s", host, rn_strerror(err));
-    }
-    j->rfd = pfd[0];
-    j->wfd = pfd[1];
     strcpy(j->host, host);
-    atomic_init(&j->refs, 2);
-    atomic_init(&j->done, false);
-
-    struct rn__fd f = {.fd = j->rfd, .nonblock = true};
-    int rc = loop->bk->fd_open(loop, &f);
-    if (rc == 0)
-        rc = pool_push(j);
-    if (rc < 0) {
-        loop->bk->fd_close(loop, &f);
-        close(j->rfd);
-        close(j->wfd);
-        free(j);
-        return rn__err(rc, "resolve %s: cannot start a resolver thread: %s", host, rn_strerror(rc));
-    }
-    struct rn__op op = {.kind = RN__OP_POLL, .f = &f, .events = POLLIN, .deadline = deadline};
-    rc = rn__op_wait(loop, &op);
-    /* The read end is this call's whatever happened: after a timeout the
-     * thread still closes its write end, into a pipe nobody reads. */
-    loop->bk->fd_close(loop, &f);
-    close(j->rfd);
-    if (rc >= 0 && !atomic_load_explicit(&j->done, memory_order_acquire))
-        rc = -EIO; /* woken with no answer: only the thread closes the write end */
-    if (rc < 0) {
-        job_unref(j);
-        if (rc == -ETIMEDOUT)
-            return rn__err(rc, "resolve %s: timed out (rn_set_connect_timeout)", host);
+    /* From here j is the pool's on failure: job_free runs when both let go. */
+    int rc = rn__offload_until(loop, job_run, j, job_free, deadline);
+    if (rc == -ETIMEDOUT)
+        return rn__err(rc, "resolve %s: timed out (rn_set_connect_timeout)", host);
+    if (rc == -EAGAIN)
+        return rn__err(rc, "resolve %s: cannot start a resolver thread: %s", host,
+                       rn_strerror(rc));
+    if (rc < 0)
         return rn__err(rc, "resolve %s: %s", host, rn_strerror(rc));
-    }
     *out = j;
     return 0;
 }
@@ -210,7 +109,7 @@ int rn__resolve_all(struct rn__loop *loop, const char *host, int port, int64_t d
         return rc;
     if (j->gai_rc != 0) {
         rc = gai_failure(host, j->gai_rc, j->sys_err);
-        job_unref(j);
+        job_free(j);
         return rc;
     }
     size_t count = 0;
@@ -219,7 +118,7 @@ int rn__resolve_all(struct rn__loop *loop, const char *host, int port, int64_t d
             count++;
     struct sockaddr_storage *list = count ? calloc(count, sizeof *list) : NULL;
     if (!list) {
-        job_unref(j);
+        job_free(j);
         return count ? rn__err(-ENOMEM, "out of memory")
                      : rn__err(RN_EDNS, "resolve %s: no IPv4 or IPv6 address", host);
     }
@@ -238,7 +137,7 @@ int rn__resolve_all(struct rn__loop *loop, const char *host, int port, int64_t d
             k++;
         }
     }
-    job_unref(j);
+    job_free(j);
     *out = list;
     *n = k;
     return 0;

@@ -87,11 +87,15 @@ static inline void rn__fd_drop(struct rn__loop *loop, struct rn__fd *f)
         rn__task_wake(loop, f->drain_waiter);
 }
 
-/* When run_once must return by: the earliest timed park, 0 if none. */
+/* When run_once must return by: the earliest timed park or the bound of a
+ * host's rn_loop_run_once (loop->wait_until), 0 if neither. */
 static inline int64_t rn__loop_wake_at(const struct rn__loop *loop)
 {
     const struct rn__heap_node *n = rn__heap_min(&loop->timers);
-    return n ? n->key : 0;
+    int64_t at = n ? n->key : 0;
+    if (loop->wait_until && (!at || loop->wait_until < at))
+        at = loop->wait_until;
+    return at;
 }
 
 /* ---- the backend contract ---------------------------------------------------- */
@@ -145,6 +149,11 @@ struct rn__backend {
      * read kept armed on the ring; epoll: efd in the set, read when it is
      * readable). efd stays open until the loop ends (destroy comes next). */
     int (*xwake_start)(struct rn__loop *loop, int efd);
+    /* rn_loop_fd (core/embed.c): a descriptor a host polls for POLLIN that
+     * turns readable when run_once would find work (a completion, a write to
+     * xwake_start's eventfd); the same one on each call; the backend owns
+     * it. -errno when it cannot be made. */
+    int (*loop_fd)(struct rn__loop *loop);
     /* Optional (NULL: the eventfd is the only way in). Wake-ups from loop
      * to loop of this backend without the eventfd (io_uring:
      * IORING_OP_MSG_RING). xwake_token: what another loop needs to reach

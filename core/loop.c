@@ -60,17 +60,19 @@ void rn__task_wake(struct rn__loop *loop, struct rn__task *t)
 
 /* Run every task that is ready now; tasks woken meanwhile run next pass,
  * after the backend has had a chance to collect completions. */
-static void run_ready(struct rn__loop *loop)
+static size_t run_ready(struct rn__loop *loop)
 {
     struct rn__task *t = loop->rq_head;
     loop->rq_head = loop->rq_tail = NULL;
-    while (t) {
+    size_t n = 0;
+    for (; t; n++) {
         struct rn__task *next = t->next_ready;
         t->queued = false;
         t->parked = false;
         rn__task_switch_in(loop, t);
         t = next;
     }
+    return n;
 }
 
 /* ---- timed parks: tasks in loop->timers on their deadline ------------------------- */
@@ -161,6 +163,41 @@ static int loop_run(struct rn__loop *loop, const bool *flag)
 int rn__loop_run(struct rn__loop *loop)
 {
     return loop_run(loop, NULL);
+}
+
+void rn__loop_host_pass(struct rn__loop *loop, int64_t ms)
+{
+    loop->running++;
+    if (loop->xt && rn__xt_pending(loop))
+        rn__xt_drain(loop);
+    if (loop->timers.len)
+        fire_timers(loop);
+    run_ready(loop);
+    bool work = loop->rq_head || (loop->xt && rn__xt_pending(loop));
+    bool wait = ms != 0 && !work;
+    /* No bound and nothing that could end the wait: do not sleep forever. */
+    if (wait && ms < 0 && loop->inflight == 0 && loop->timers.len == 0 && loop->xwaiters == 0)
+        wait = false;
+    if (wait && ms > 0)
+        loop->wait_until = rn__deadline_after_ms(ms);
+    (void)backend_pass(loop, wait);
+    loop->wait_until = 0;
+    for (int round = 0; round < 2; round++) {
+        if (loop->timers.len)
+            fire_timers(loop);
+        if (loop->xt && rn__xt_pending(loop))
+            rn__xt_drain(loop);
+        /* The tasks that ran may have queued ops: hand them to the kernel
+         * now, or the host would sleep on a descriptor that cannot turn
+         * readable for them. What that pass completes runs next call. */
+        if (round == 0 && run_ready(loop))
+            (void)backend_pass(loop, false);
+        else
+            break;
+    }
+    if (loop->xflush)
+        flush_xwakes(loop);
+    loop->running--;
 }
 
 void rn__task_park(struct rn__loop *loop)

@@ -97,6 +97,7 @@ struct rn__loop {
     size_t asan_main_size;
     struct rn_loop *xt; /* the handle other threads post to; NULL until needed (rn__xt_get) */
     size_t xwaiters;    /* tasks in a wait only another thread may end (park, channel) */
+    int64_t wait_until; /* rn_loop_run_once's bound on its wait (rn__now_ns), 0: none */
     bool xflush;        /* a wake-up for another loop waits in the backend for this
                          * loop's next pass (bk->xwake_post): make one before the loop
                          * stops running */
@@ -134,6 +135,12 @@ void rn__task_park(struct rn__loop *loop);
 int rn__task_park_until(struct rn__loop *loop, int64_t deadline);
 void rn__task_wake(struct rn__loop *loop, struct rn__task *t);
 
+/* One pass for a host loop (rn_loop_run_once, core/embed.c): run what is
+ * ready, wait in the backend at most ms (0: no wait; < 0: no bound, but
+ * none when nothing could end it), fire deadlines, run what became ready
+ * and submit what it asked for. Outside tasks, not nested. */
+void rn__loop_host_pass(struct rn__loop *loop, int64_t ms);
+
 /* Run the loop until no spawned task is left: 0, or -EDEADLK when every
  * remaining task waits with nothing that could wake it. */
 int rn__loop_run(struct rn__loop *loop);
@@ -150,8 +157,11 @@ void rn__xt_drain(struct rn__loop *loop);
 bool rn__xt_pending(const struct rn__loop *loop);
 /* From any thread: make t, a task of the loop whose handle is xt, run its
  * wait again (t->xparked) if it is in one: at once on t's own thread,
- * through the inbox from others. Called with nothing of xt held. */
-void rn__xt_wake_task(struct rn_loop *xt, struct rn__task *t);
+ * through the inbox from others. Called with nothing of xt held. False
+ * when xt's loop has ended (t is gone: nothing was touched). */
+bool rn__xt_wake_task(struct rn_loop *xt, struct rn__task *t);
+/* Take one more reference to xt (dropped with rn_loop_release). */
+void rn__xt_ref(struct rn_loop *xt);
 /* Task t ends (t->xexposed): take its wake-up out of the inbox. */
 void rn__xt_task_exit(struct rn__loop *loop, struct rn__task *t);
 /* The loop ends (its thread exits): refuse posts from now on, drop what
@@ -166,6 +176,21 @@ bool rn__xt_close_if_idle(struct rn__loop *loop);
 void rn__xt_post_done(struct rn_loop *xt, int res);
 /* The stack size of tasks spawned from other threads (rn_set_task_stack_size). */
 void rn__xt_stack_size(struct rn__loop *loop, size_t bytes);
+
+/* ---- blocking work on the offload pool (core/offload.c) ------------------------- */
+
+/* The pool's bound on workers: max(4, 4 x CPUs), at most this many. */
+#define RN__OFFLOAD_MAX_THREADS 256
+/* A worker with no job for this many seconds exits. */
+#define RN__OFFLOAD_IDLE_S 10
+/* fn(arg) on a worker while the current task (or, outside tasks, the loop)
+ * waits, until an absolute deadline (0: none). 0 once fn returned: the
+ * caller owns arg again. Any error (-ETIMEDOUT, -ENOMEM, -EAGAIN: no worker
+ * could start, an eventfd error) means the caller no longer owns arg:
+ * release(arg) (if not NULL) has run, or runs on the worker once fn is
+ * done. Sentence in rn_last_error. */
+int rn__offload_until(struct rn__loop *loop, rn_task_fn fn, void *arg, void (*release)(void *),
+                      int64_t deadline);
 
 /* A task record with a fresh stack of size bytes, made on any thread
  * (no loop's cache), set to start fn(arg); NULL with errno on failure. */

@@ -172,21 +172,28 @@ void rn__xt_drain(struct rn__loop *loop)
     }
 }
 
-void rn__xt_wake_task(struct rn_loop *xt, struct rn__task *t)
+bool rn__xt_wake_task(struct rn_loop *xt, struct rn__task *t)
 {
     struct rn__loop *here = rn__loop_peek();
     if (here && here->xt == xt) {
         /* Its own thread: straight into the run queue, no kernel call. */
         if (t->xparked)
             rn__task_wake(here, t);
-        return;
+        return true;
     }
     pthread_mutex_lock(&xt->mu);
-    if (!xt->closed && !t->xqueued) {
+    bool closed = xt->closed;
+    if (!closed && !t->xqueued) {
         t->xqueued = true;
         post_locked(xt, t);
     }
     pthread_mutex_unlock(&xt->mu);
+    return !closed;
+}
+
+void rn__xt_ref(struct rn_loop *xt)
+{
+    __atomic_add_fetch(&xt->refs, 1, __ATOMIC_RELAXED);
 }
 
 void rn__xt_task_exit(struct rn__loop *loop, struct rn__task *t)

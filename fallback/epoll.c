@@ -312,6 +312,12 @@ static int ep_run_once(struct rn__loop *loop, bool wait)
     return 1; /* the wait may have ended at the nearest timed park */
 }
 
+/* The epoll set is readable while one of its descriptors has an event. */
+static int ep_loop_fd(struct rn__loop *loop)
+{
+    return ((struct ep *)loop->bk_state)->epfd;
+}
+
 const struct rn__backend rn__backend_epoll = {
     .name = "epoll",
     .accepts_nonblock = true,
@@ -324,4 +330,5 @@ const struct rn__backend rn__backend_epoll = {
     .run_once = ep_run_once,
     .expire = ep_expire,
     .xwake_start = ep_xwake_start,
+    .loop_fd = ep_loop_fd,
 };

@@ -538,13 +538,59 @@ int rn_task_park(int64_t ms);
  * queue; from another thread through t's loop's inbox. NULL is ignored. */
 void rn_task_wake(rn_task *t);
 
+/* Blocking work (a file, a CPU-heavy step, a library that blocks): fn(arg)
+ * runs on a worker thread of one process-wide pool while the calling task
+ * waits, and the loop goes on serving its other tasks; outside a task the
+ * call runs the loop until fn is done, like every blocking call. The pool
+ * starts empty, adds a worker when a job finds none idle, up to max(4,
+ * 4 x the CPUs of the affinity mask) (at most 256; later jobs queue, first
+ * come first served), and a worker idle for 10 s exits. Workers block
+ * every signal. fn runs on another thread: it must not use this thread's
+ * handles (connections, servers, channels are fine as on any thread). No
+ * deadline: the call returns once fn has. 0 once fn(arg) has returned;
+ * -EINVAL (fn NULL); -ENOMEM (no memory for the job, or no worker thread
+ * could be started and none exists); the loop's start error, or an error
+ * making its cross-thread eventfd (-EMFILE). */
+int rn_offload(rn_task_fn fn, void *arg);
+
+/* Embedding this thread's loop in a host event loop (a runtime's, a GUI's,
+ * a plain poll(2)). The host watches rn_loop_fd for POLLIN, sleeps at most
+ * rn_loop_timeout ms, and calls rn_loop_run_once(0) when either says so.
+ * See docs/threads.md. */
+/* A descriptor that turns readable whenever the loop has work: a
+ * completion, a task another thread spawned or woke (the call makes the
+ * loop reachable from other threads, as rn_loop_self does). Expired
+ * deadlines are rn_loop_timeout's to report. io_uring: the ring's own
+ * descriptor (an eventfd registered with the ring where the kernel does
+ * not make a DEFER_TASKRUN ring readable); epoll: the epoll descriptor. It
+ * belongs to the loop: never read, close or add it to this loop itself;
+ * watch it for POLLIN only. The same value for the loop's life. >= 0; the
+ * loop's start error; an error making the cross-thread eventfd. */
+int rn_loop_fd(void);
+/* Outside any task: take tasks spawned from other threads, run every ready
+ * task, wait in the kernel for at most ms (0: not at all; < 0: until
+ * something happens, but not when nothing could: no task waits on I/O, a
+ * deadline or another thread), fire the deadlines that came, and run the
+ * tasks that became ready, then submit what they asked for. Returns the
+ * number of tasks left (0: the loop has nothing to do); -EBUSY inside a
+ * task or a rn_run (nested); the loop's start error (RN_EBACKEND, ...). */
+int rn_loop_run_once(int64_t ms);
+/* How long the host may sleep before calling rn_loop_run_once: 0 when a
+ * task is ready or another thread posted to the loop; the ms until the
+ * earliest deadline (rounded up: never early); -1 when no deadline is
+ * due (rn_loop_fd says when to run). -1 also when the loop cannot start
+ * (rn_loop_run_once then says why). */
+int64_t rn_loop_timeout(void);
+
 /* ---- DNS --------------------------------------------------------------- */
 
 /* Resolve host to its first IPv4 address, else its first IPv6 address, as
- * text into out. Honours /etc/hosts (getaddrinfo on a resolver thread; the
- * loop keeps running). Bounded by rn_set_connect_timeout. RN_EDNS (does not
- * resolve), -ENOSPC (out too small), -EINVAL, -ETIMEDOUT; -EAGAIN (no
- * resolver thread could be started), -EMFILE, -ENOMEM. */
+ * text into out. Honours /etc/hosts (getaddrinfo on a worker of the
+ * rn_offload pool; the loop keeps running). Bounded by
+ * rn_set_connect_timeout (a lookup that gives up leaves the worker to
+ * finish and free it). RN_EDNS (does not resolve), -ENOSPC (out too
+ * small), -EINVAL, -ETIMEDOUT; -EAGAIN (no worker could be started),
+ * -EMFILE (the loop's cross-thread eventfd), -ENOMEM. */
 int rn_resolve(const char *host, char *out, size_t outlen);
 
 #ifdef __cplusplus

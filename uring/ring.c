@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 #if defined(__SANITIZE_THREAD__)
 #define RN_URING_TSAN 1
@@ -131,6 +134,7 @@ static int uring_init(struct rn__loop *loop, void **state, char *why, size_t why
     /* Saves an fdget per io_uring_enter (5.18); optional. */
     (void)io_uring_register_ring_fd(&u->ring);
     u->xefd = -1;
+    u->poll_efd = -1;
     *state = u;
     (void)loop;
     return 0;
@@ -160,6 +164,8 @@ static void uring_destroy(struct rn__loop *loop, void *state)
         xsent_settle(u);
     rn__pbuf_free(u, &u->lend);
     rn__pbuf_free(u, &u->sr);
+    if (u->poll_efd >= 0)
+        close(u->poll_efd); /* the ring's exit unregisters it */
     tsan_ring_end();
     io_uring_queue_exit(&u->ring);
     free(u);
@@ -409,6 +415,12 @@ static int uring_run_once(struct rn__loop *loop, bool wait)
     int64_t wake_at = rn__loop_wake_at(loop);
     if (wake_at && (!u->wake_armed || wake_at < u->wake_armed))
         wake_arm(loop, u, wake_at);
+    if (u->poll_efd >= 0) {
+        /* Before the enter: work that arrives after it signals again, so a
+         * host never sleeps on pending work. */
+        uint64_t cnt;
+        (void)!read(u->poll_efd, &cnt, sizeof cnt);
+    }
     /* One enter both submits what the tasks queued and waits. */
     int r = wait ? io_uring_submit_and_wait(&u->ring, 1) : io_uring_submit_and_get_events(&u->ring);
     loop->stats.enter_calls++;
@@ -428,7 +440,93 @@ static int uring_run_once(struct rn__loop *loop, bool wait)
         io_uring_get_events(&u->ring);
         loop->stats.enter_calls++;
     }
+    if (u->embedded) {
+        /* A host sleeps in poll(2) next, not in our enter: the eventfd's
+         * read and what the reaping queued (a multishot re-armed) must be
+         * in the kernel now, or nothing would turn the descriptor readable
+         * for them. */
+        if (u->xefd >= 0 && !u->xarmed)
+            xwake_arm(loop, u);
+        if (io_uring_sq_ready(&u->ring)) {
+            r = io_uring_submit(&u->ring);
+            loop->stats.enter_calls++;
+            if (r > 0)
+                loop->stats.ops_submitted += (uint64_t)r;
+            else if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN)
+                return r;
+        }
+    }
     return u->wake_due;
+}
+
+/* Whether a poller of a SINGLE_ISSUER|DEFER_TASKRUN ring's descriptor is
+ * woken when a completion's deferred work arrives. Some kernels (6.18 among
+ * them) report the ring readable when asked but never wake a poll(2) that
+ * sleeps on it. Asked once per process on a scratch ring: a 1 ms timeout on
+ * the ring, a 50 ms timerfd beside it, one poll of both. The ring alone
+ * readable: it woke the poll. Both (the timerfd's wake-up, or a machine so
+ * loaded that both came before the poll slept): take the eventfd, which is
+ * always right. RN_URING_LOOP_FD=ring or =eventfd decides instead. */
+static bool defer_ring_wakes_pollers(void)
+{
+    static int known; /* atomic: 0 not asked, 1 it wakes, 2 it does not */
+    int k = __atomic_load_n(&known, __ATOMIC_ACQUIRE);
+    if (k)
+        return k == 1;
+    const char *env = getenv("RN_URING_LOOP_FD");
+    if (env && !strcmp(env, "ring"))
+        k = 1;
+    else if (env && !strcmp(env, "eventfd"))
+        k = 2;
+    else {
+        k = 2;
+        struct io_uring r;
+        struct io_uring_params p;
+        memset(&p, 0, sizeof p);
+        p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+        int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        tsan_ring_start();
+        if (tfd >= 0 && io_uring_queue_init_params(2, &r, &p) == 0) {
+            struct __kernel_timespec ts = {0, 1000000};
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&r);
+            io_uring_prep_timeout(sqe, &ts, 0, 0);
+            struct itimerspec its = {{0, 0}, {0, 50000000}};
+            if (io_uring_submit(&r) == 1 && timerfd_settime(tfd, 0, &its, NULL) == 0) {
+                struct pollfd pf[2] = {{r.ring_fd, POLLIN, 0}, {tfd, POLLIN, 0}};
+                int n = poll(pf, 2, 1000);
+                if (n == 1 && (pf[0].revents & POLLIN))
+                    k = 1;
+            }
+            tsan_ring_end();
+            io_uring_queue_exit(&r);
+        }
+        if (tfd >= 0)
+            close(tfd);
+    }
+    __atomic_store_n(&known, k, __ATOMIC_RELEASE);
+    return k == 1;
+}
+
+static int uring_loop_fd(struct rn__loop *loop)
+{
+    struct uring *u = loop->bk_state;
+    u->embedded = true;
+    if (u->poll_efd >= 0)
+        return u->poll_efd;
+    if (!(u->ring.flags & IORING_SETUP_DEFER_TASKRUN) || defer_ring_wakes_pollers())
+        return u->ring.ring_fd;
+    /* The kernel signals a registered eventfd when deferred work arrives
+     * (and when a CQE is posted: run_once reads the count before it enters). */
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd < 0)
+        return -errno;
+    int rc = io_uring_register_eventfd(&u->ring, efd);
+    if (rc < 0) {
+        close(efd);
+        return rc;
+    }
+    u->poll_efd = efd;
+    return efd;
 }
 
 static size_t uring_buffered(struct rn__loop *loop, const struct rn__fd *f)
@@ -451,6 +549,7 @@ const struct rn__backend rn__backend_uring = {
     .expire = rn__sr_expire,
     .buffered = uring_buffered,
     .xwake_start = uring_xwake_start,
+    .loop_fd = uring_loop_fd,
     .xwake_token = uring_xwake_token,
     .xwake_post = uring_xwake_post,
     .fd_quiesce = rn__sr_quiesce,

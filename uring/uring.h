@@ -92,6 +92,11 @@ struct uring {
     int xefd;      /* the eventfd; -1 until xwake_start */
     bool xarmed;   /* its read is in the kernel */
     uint64_t xval; /* where that read puts the count */
+    /* rn_loop_fd where the kernel does not wake a poller of a DEFER_TASKRUN
+     * ring: an eventfd registered with the ring (ring.c, uring_loop_fd). */
+    int poll_efd;  /* -1: none (the ring's own descriptor serves) */
+    bool embedded; /* rn_loop_fd was called: a host may sleep on the descriptor
+                    * between passes, so each pass ends with nothing left to submit */
     bool msg_ring; /* IORING_OP_MSG_RING wakes other loops (the probe has it, and
                     * RN_URING_MSG_RING is not 0) */
     struct sr_buf sr_bufs[SR_ENTRIES];
