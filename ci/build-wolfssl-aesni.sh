@@ -19,8 +19,11 @@
 #      not match this library (memory corruption);
 #   6. checks the result and prints how to use it.
 # Idempotent: does nothing but print the usage when the prefix already
-# holds the library and its options.h. Never touches the system's wolfSSL
-# (no package is removed or replaced; the library only goes to the prefix).
+# holds the library and its options.h, built by this very script: the
+# prefix keeps the script's sha256 in .build-stamp (written last), and a
+# changed script (other configure flags) rebuilds. Never touches the
+# system's wolfSSL (no package is removed or replaced; the library only
+# goes to the prefix).
 #
 # Usage: ci/build-wolfssl-aesni.sh [--prefix DIR] [--jobs N] [--force]
 #   --prefix DIR  where to install (default <repo>/build/wolfssl-aesni)
@@ -72,12 +75,19 @@ Check what a program loads:
 EOF
 }
 
+# What built the prefix: this script's sha256 (perf/run reads it too).
+stamp_file=$prefix/.build-stamp
+stamp=$(sha256sum "$ROOT/ci/build-wolfssl-aesni.sh" | cut -d' ' -f1)
 if [ "$force" = 0 ] && [ -e "$prefix/lib/libwolfssl.so.35" ] &&
     [ -e "$prefix/include/wolfssl/options.h" ] && [ -e "$prefix/lib/pkgconfig/wolfssl.pc" ]; then
-    log "already built in $prefix (--force rebuilds)"
-    usage_note
-    exit 0
+    if [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ]; then
+        log "already built in $prefix by this script (--force rebuilds)"
+        usage_note
+        exit 0
+    fi
+    log "$prefix was built by another version of this script: rebuilding"
 fi
+rm -f "$stamp_file"
 
 sudo_cmd=()
 [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
@@ -237,5 +247,6 @@ case $rc in
 esac
 ldd "$work/check" | grep -q "$prefix/lib/libwolfssl.so.35" ||
     { log "check failed: the check program did not load $prefix/lib/libwolfssl.so.35"; exit 1; }
+echo "$stamp" >"$stamp_file"
 log "done"
 usage_note

@@ -65,6 +65,7 @@ struct rn_tls_config {
      * thread and every chain of the config. */
     pthread_mutex_t ticket_mu;
     struct rn__tls_ticket_key tk_cur, tk_prev;
+    bool tk_test_clock; /* made under RN_TEST_TICKET_CLOCK_MS (resume.c; tests only) */
     /* Client: sessions to resume, per host and port; NULL = off. */
     size_t cache_entries;
     struct rn__tls_cache *cache;
