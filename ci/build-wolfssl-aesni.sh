@@ -168,23 +168,59 @@ if [ -f debian/patches/series ]; then
     log "Debian patches in: $(grep -cvE '^[[:space:]]*(#|$)' debian/patches/series)"
 fi
 
-# ---- 4. configure with Debian's flags plus the fast ones, build, install ----------------
+# ---- 4. configure: Debian's flags less its feature set, ours, the fast ones ---------------
 
 # Debian's flags: the arguments of dh_auto_configure in debian/rules (joined
 # across backslash-continued lines), without the -- separator.
 deb_flags=$(sed -e ':a' -e '/\\$/N; s/\\\n/ /; ta' debian/rules |
     sed -n 's/^[[:space:]]*dh_auto_configure[[:space:]]*--[[:space:]]*//p' | head -1)
 [ -n "$deb_flags" ] || { log "could not read Debian's configure flags from debian/rules"; exit 1; }
+# Debian's --enable-distro turns on --enable-all: every feature of every
+# program that links wolfSSL (OpenSSL compatibility for nginx, Qt, OpenVPN,
+# ...), and with it SESSION_CERTS and ALT_CERT_CHAINS, two copies of a
+# 9-certificate peer chain (37.5 KB) in the WOLFSSL_SESSION that every
+# connection allocates and zeroes, KEEP_PEER_CERT (4.5 KB more in every
+# WOLFSSL) and post-handshake authentication (which keeps the handshake's
+# arrays and hashes, 6.8 KB, for the connection's life). This build is for
+# ringnet alone (linked by RPATH), so it takes Debian's other flags and
+# names the features ringnet uses instead (tls/*.c; every test passes
+# against it):
+#   TLS 1.2 and 1.3 only (--disable-oldtls: no TLS 1.0/1.1 code at all);
+#   SNI, ALPN, supported groups, session tickets, extended master secret;
+#   ECDHE X25519/P-256/P-384, ECDSA and RSA (PSS for TLS 1.3) certificates;
+#   AES-GCM and ChaCha20-Poly1305; the system CA store;
+#   the OpenSSL-compatible X509 calls ringnet's verify messages use
+#   (--enable-opensslextra) and WOLFSSL_SIGNER_DER_CERT (counting the
+#   trust anchors loaded).
+# Left out on purpose: SESSION_CERTS, KEEP_PEER_CERT, ALT_CERT_CHAINS,
+# post-handshake auth, PKCS#11, the distro's legacy ciphers.
+feature_flags="--enable-opensslextra --enable-tls13 --disable-oldtls --enable-sni --enable-alpn
+  --enable-supportedcurves --enable-session-ticket --enable-extended-master --enable-ecc
+  --enable-curve25519 --enable-rsapss --enable-aesgcm --enable-chacha --enable-poly1305
+  --enable-hkdf --enable-sys-ca-certs --disable-sessioncerts --disable-postauth
+  --disable-crypttests --disable-benchmark"
+feature_cppflags="-DWOLFSSL_SIGNER_DER_CERT"
+kept_flags=""
+for f in $deb_flags; do
+    case "$f" in
+    --enable-distro | --enable-all | --enable-pkcs11) ;;
+    *) kept_flags="$kept_flags $f" ;;
+    esac
+done
 fast_flags="--enable-aesni --enable-intelasm --enable-sp --enable-sp-asm"
 log "Debian's flags: $deb_flags"
-log "added:          $fast_flags --prefix=$prefix"
+log "kept:          $kept_flags"
+log "features:      $(echo $feature_flags) CPPFLAGS+=$feature_cppflags"
+log "added:         $fast_flags --prefix=$prefix"
 
 log "autoreconf -fi"
 autoreconf -fi >"$work/autoreconf.log" 2>&1 || { tail -20 "$work/autoreconf.log" >&2; exit 1; }
 # Debian's build flags (hardening, -O2) as dpkg-buildpackage would set them.
 eval "$(dpkg-buildflags --export=sh)"
+export CPPFLAGS="${CPPFLAGS:-} $feature_cppflags"
 # shellcheck disable=SC2086 # the flags are words
-./configure --prefix="$prefix" --libdir="$prefix/lib" $deb_flags $fast_flags >"$work/configure.log" 2>&1 ||
+./configure --prefix="$prefix" --libdir="$prefix/lib" $kept_flags $feature_flags $fast_flags \
+    >"$work/configure.log" 2>&1 ||
     { tail -30 "$work/configure.log" >&2; log "configure failed (log: $work/configure.log)"; exit 1; }
 log "make -j$jobs (about 3.5 minutes on 2 cores)"
 make -j"$jobs" >"$work/make.log" 2>&1 || { tail -30 "$work/make.log" >&2; log "make failed (log: $work/make.log)"; exit 1; }
@@ -196,9 +232,16 @@ install -m 0644 wolfssl/options.h "$prefix/include/wolfssl/options.h"
 
 # ---- 6. check ------------------------------------------------------------------------
 
-for d in WOLFSSL_AESNI USE_INTEL_SPEEDUP WOLFSSL_SP_X86_64_ASM; do
+for d in WOLFSSL_AESNI USE_INTEL_SPEEDUP WOLFSSL_SP_X86_64_ASM HAVE_SNI HAVE_ALPN \
+    HAVE_SESSION_TICKET WOLFSSL_TLS13 HAVE_CURVE25519 OPENSSL_EXTRA WOLFSSL_SIGNER_DER_CERT; do
     grep -q "^#define $d\b" "$prefix/include/wolfssl/options.h" ||
         { log "check failed: $prefix/include/wolfssl/options.h lacks $d"; exit 1; }
+done
+for d in SESSION_CERTS KEEP_PEER_CERT WOLFSSL_ALT_CERT_CHAINS WOLFSSL_POST_HANDSHAKE_AUTH; do
+    if grep -q "^#define $d\b" "$prefix/include/wolfssl/options.h"; then
+        log "check failed: $prefix/include/wolfssl/options.h has $d (memory per connection)"
+        exit 1
+    fi
 done
 # A wolfcrypt self-test run against the installed library and headers.
 cat >"$work/check.c" <<'EOF'
