@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # build-wolfssl-aesni.sh - build Debian's own wolfSSL source package with
 # AES-NI and the x86-64 assembly (--enable-aesni --enable-intelasm
-# --enable-sp --enable-sp-asm) into a private prefix, for
+# --enable-sp --enable-sp-asm) and only the features ringnet uses (no
+# peer chains kept in every session: an idle TLS connection costs a third
+# of what it does on Debian's build) into a private prefix, for
 # `cmake -DRINGNET_WOLFSSL_PREFIX=<prefix>` (preset release-aesni).
 #
 # What it does, in order:
@@ -12,9 +14,12 @@
 #      when the archive still has it) into build/wolfssl-src/, which
 #      applies Debian's patch series (checked, applied by hand if not);
 #   4. autoreconf -fi; ./configure with Debian's flags (read from
-#      debian/rules) plus the four above and --prefix; make; make install;
+#      debian/rules) less --enable-distro, ringnet's feature list (step 4
+#      below says which and why), the four above and --prefix; make; make
+#      install;
 #   5. copies wolfssl/options.h into the prefix: with --enable-distro,
-#      `make install` leaves it out, and without it a program compiles
+#      `make install` leaves it out (copied whatever the flags: the one
+#      the library was built with), and without it a program compiles
 #      against Debian's /usr/include/wolfssl/options.h, whose structures do
 #      not match this library (memory corruption);
 #   6. checks the result and prints how to use it.
@@ -189,16 +194,20 @@ deb_flags=$(sed -e ':a' -e '/\\$/N; s/\\\n/ /; ta' debian/rules |
 #   SNI, ALPN, supported groups, session tickets, extended master secret;
 #   ECDHE X25519/P-256/P-384, ECDSA and RSA (PSS for TLS 1.3) certificates;
 #   AES-GCM and ChaCha20-Poly1305; the system CA store;
-#   the OpenSSL-compatible X509 calls ringnet's verify messages use
-#   (--enable-opensslextra) and WOLFSSL_SIGNER_DER_CERT (counting the
-#   trust anchors loaded).
+#   the OpenSSL-compatible calls ringnet uses (X509 names for the verify
+#   messages, the servername callback and wolfSSL_set_SSL_CTX for SNI:
+#   --enable-opensslall) and WOLFSSL_SIGNER_DER_CERT (counting the trust
+#   anchors loaded); HAVE_EX_DATA (--enable-context-extra-user-data:
+#   the verify callback finds its connection through the store's ex_data;
+#   without it the callback sees no session, and ringnet's own check of an
+#   IP literal against the leaf would be skipped).
 # Left out on purpose: SESSION_CERTS, KEEP_PEER_CERT, ALT_CERT_CHAINS,
 # post-handshake auth, PKCS#11, the distro's legacy ciphers.
-feature_flags="--enable-opensslextra --enable-tls13 --disable-oldtls --enable-sni --enable-alpn
+feature_flags="--enable-opensslall --enable-opensslextra --enable-tls13 --disable-oldtls --enable-sni --enable-alpn
   --enable-supportedcurves --enable-session-ticket --enable-extended-master --enable-ecc
   --enable-curve25519 --enable-rsapss --enable-aesgcm --enable-chacha --enable-poly1305
   --enable-hkdf --enable-sys-ca-certs --disable-sessioncerts --disable-postauth
-  --disable-crypttests --disable-benchmark"
+  --enable-context-extra-user-data --disable-crypttests --disable-benchmark"
 feature_cppflags="-DWOLFSSL_SIGNER_DER_CERT"
 kept_flags=""
 for f in $deb_flags; do
@@ -233,7 +242,8 @@ install -m 0644 wolfssl/options.h "$prefix/include/wolfssl/options.h"
 # ---- 6. check ------------------------------------------------------------------------
 
 for d in WOLFSSL_AESNI USE_INTEL_SPEEDUP WOLFSSL_SP_X86_64_ASM HAVE_SNI HAVE_ALPN \
-    HAVE_SESSION_TICKET WOLFSSL_TLS13 HAVE_CURVE25519 OPENSSL_EXTRA WOLFSSL_SIGNER_DER_CERT; do
+    HAVE_SESSION_TICKET WOLFSSL_TLS13 HAVE_CURVE25519 OPENSSL_EXTRA WOLFSSL_SIGNER_DER_CERT \
+    HAVE_EX_DATA WOLFSSL_ALWAYS_VERIFY_CB; do
     grep -q "^#define $d\b" "$prefix/include/wolfssl/options.h" ||
         { log "check failed: $prefix/include/wolfssl/options.h lacks $d"; exit 1; }
 done

@@ -9,6 +9,13 @@
 #include <wolfssl/openssl/x509v3.h>
 #include <wolfssl/wolfcrypt/asn.h>
 
+/* The callback below finds its session through the store's ex_data and
+ * must see the leaf even when wolfSSL accepts it (the IP literal check):
+ * a wolfSSL without either would skip that check silently. */
+#if !defined(HAVE_EX_DATA) || !defined(WOLFSSL_ALWAYS_VERIFY_CB)
+#error "ringnet needs a wolfSSL with HAVE_EX_DATA and WOLFSSL_ALWAYS_VERIFY_CB (see ci/build-wolfssl-aesni.sh)"
+#endif
+
 /* ---- verification -------------------------------------------------------- */
 
 /* "DNS:localhost, IP:127.0.0.1" (the SANs), else "CN=..." of the leaf x,
@@ -76,7 +83,7 @@ static void record_cert(struct rn__tls *t, WOLFSSL_X509 *x, int depth)
 }
 
 /* Called for every certificate of the chain (WOLFSSL_ALWAYS_VERIFY_CB and
- * WOLFSSL_VERIFY_CB_ALL_CERTS in Debian's build), ok or not: keeps the
+ * WOLFSSL_VERIFY_CB_ALL_CERTS, in both builds), ok or not: keeps the
  * first refusal for the message, and checks an IP literal against the
  * leaf itself, because wolfSSL 5.5's own address check (set1_ip_asc) lets
  * a certificate without the address through. */
@@ -85,7 +92,7 @@ int rn__tls_verify_cb(int ok, WOLFSSL_X509_STORE_CTX *store)
     WOLFSSL *ssl = wolfSSL_X509_STORE_CTX_get_ex_data(store, 0);
     struct rn__tls *t = ssl ? wolfSSL_GetIOReadCtx(ssl) : NULL;
     if (!t)
-        return ok;
+        return 0; /* no session to check the leaf against: refuse (fail closed) */
     int depth = wolfSSL_X509_STORE_CTX_get_error_depth(store);
     WOLFSSL_X509 *x = wolfSSL_X509_STORE_CTX_get_current_cert(store);
     if (ok && depth == 0 && !t->server && t->host_is_ip) {
