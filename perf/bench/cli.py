@@ -3,7 +3,7 @@ import argparse
 import dataclasses
 import sys
 
-BENCHES = ("http", "pipeline", "echo", "bulk", "tls", "memory")
+BENCHES = ("http", "pipeline", "echo", "bulk", "tls", "memory", "memory-tls")
 
 HELP = """\
 Benchmarks (--only NAME[,NAME...]):
@@ -31,6 +31,7 @@ Benchmarks (--only NAME[,NAME...]):
             (perf/tls_idle, handshakes done): ringnet's TLS server (16 KiB
             buffer on the task's stack, and rn-lent; each on Debian's
             wolfSSL and on the fast one) and nginx with TLS.
+  memory-tls  the TLS half of memory alone (idle TLS connections).
   counters  the loop's counters (operations per io_uring_enter, requests
             per enter, kernel calls per request), read from the ringnet and
             raw servers' STATS lines during every http, pipeline and echo
@@ -88,7 +89,7 @@ def _parser():
         epilog=HELP)
     a = p.add_argument
     a("--only", metavar="LIST", help="benchmarks to run, comma- or space-separated "
-      "(default: http pipeline echo bulk tls memory)")
+      "(default: http pipeline echo bulk tls memory; memory-tls: the TLS half of memory)")
     a("--seconds", metavar="S", help="length of each measured run (default 3; --quick: 2)")
     a("--conns", metavar="LIST", help='connection counts for http and echo, e.g. "16 1000" '
       '(defaults: http "16 256 1000", echo "64 1000")')
@@ -136,14 +137,15 @@ def _ints(text, lo, hi, what):
 
 
 def _benches(only):
-    names = only.replace(",", " ").split() if only else list(BENCHES)
+    names = only.replace(",", " ").split() if only else [b for b in BENCHES if b != "memory-tls"]
     out = []
     for n in names:
         for b in (("pipeline", "echo") if n == "counters" else (n,)):
             if b not in BENCHES:
                 fail(f"no benchmark named '{b}' (have: {' '.join(BENCHES)})")
-            out.append(b)
-    return out
+            if b not in out and not (b == "memory-tls" and "memory" in out):
+                out.append(b)
+    return [b for b in out if not (b == "memory-tls" and "memory" in out)]
 
 
 def _defaults(mode, quick):
