@@ -2,7 +2,7 @@
 # build-wolfssl-aesni.sh - build Debian's own wolfSSL source package with
 # AES-NI and the x86-64 assembly (--enable-aesni --enable-intelasm
 # --enable-sp --enable-sp-asm) and only the features ringnet uses (no
-# peer chains kept in every session: an idle TLS connection costs a third
+# peer chains kept in every session: an idle TLS connection costs a quarter
 # of what it does on Debian's build) into a private prefix, for
 # `cmake -DRINGNET_WOLFSSL_PREFIX=<prefix>` (preset release-aesni).
 #
