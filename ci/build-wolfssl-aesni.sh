@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # build-wolfssl-aesni.sh - build Debian's own wolfSSL source package with
 # AES-NI and the x86-64 assembly (--enable-aesni --enable-intelasm
-# --enable-sp --enable-sp-asm) into a private prefix, for
+# --enable-sp --enable-sp-asm) and only the features ringnet uses (no
+# peer chains kept in every session: an idle TLS connection costs a quarter
+# of what it does on Debian's build) into a private prefix, for
 # `cmake -DRINGNET_WOLFSSL_PREFIX=<prefix>` (preset release-aesni).
 #
 # What it does, in order:
@@ -12,15 +14,21 @@
 #      when the archive still has it) into build/wolfssl-src/, which
 #      applies Debian's patch series (checked, applied by hand if not);
 #   4. autoreconf -fi; ./configure with Debian's flags (read from
-#      debian/rules) plus the four above and --prefix; make; make install;
+#      debian/rules) less --enable-distro, ringnet's feature list (step 4
+#      below says which and why), the four above and --prefix; make; make
+#      install;
 #   5. copies wolfssl/options.h into the prefix: with --enable-distro,
-#      `make install` leaves it out, and without it a program compiles
+#      `make install` leaves it out (copied whatever the flags: the one
+#      the library was built with), and without it a program compiles
 #      against Debian's /usr/include/wolfssl/options.h, whose structures do
 #      not match this library (memory corruption);
 #   6. checks the result and prints how to use it.
 # Idempotent: does nothing but print the usage when the prefix already
-# holds the library and its options.h. Never touches the system's wolfSSL
-# (no package is removed or replaced; the library only goes to the prefix).
+# holds the library and its options.h, built by this very script: the
+# prefix keeps the script's sha256 in .build-stamp (written last), and a
+# changed script (other configure flags) rebuilds. Never touches the
+# system's wolfSSL (no package is removed or replaced; the library only
+# goes to the prefix).
 #
 # Usage: ci/build-wolfssl-aesni.sh [--prefix DIR] [--jobs N] [--force]
 #   --prefix DIR  where to install (default <repo>/build/wolfssl-aesni)
@@ -72,12 +80,19 @@ Check what a program loads:
 EOF
 }
 
+# What built the prefix: this script's sha256 (perf/run reads it too).
+stamp_file=$prefix/.build-stamp
+stamp=$(sha256sum "$ROOT/ci/build-wolfssl-aesni.sh" | cut -d' ' -f1)
 if [ "$force" = 0 ] && [ -e "$prefix/lib/libwolfssl.so.35" ] &&
     [ -e "$prefix/include/wolfssl/options.h" ] && [ -e "$prefix/lib/pkgconfig/wolfssl.pc" ]; then
-    log "already built in $prefix (--force rebuilds)"
-    usage_note
-    exit 0
+    if [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ]; then
+        log "already built in $prefix by this script (--force rebuilds)"
+        usage_note
+        exit 0
+    fi
+    log "$prefix was built by another version of this script: rebuilding"
 fi
+rm -f "$stamp_file"
 
 sudo_cmd=()
 [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
@@ -158,23 +173,63 @@ if [ -f debian/patches/series ]; then
     log "Debian patches in: $(grep -cvE '^[[:space:]]*(#|$)' debian/patches/series)"
 fi
 
-# ---- 4. configure with Debian's flags plus the fast ones, build, install ----------------
+# ---- 4. configure: Debian's flags less its feature set, ours, the fast ones ---------------
 
 # Debian's flags: the arguments of dh_auto_configure in debian/rules (joined
 # across backslash-continued lines), without the -- separator.
 deb_flags=$(sed -e ':a' -e '/\\$/N; s/\\\n/ /; ta' debian/rules |
     sed -n 's/^[[:space:]]*dh_auto_configure[[:space:]]*--[[:space:]]*//p' | head -1)
 [ -n "$deb_flags" ] || { log "could not read Debian's configure flags from debian/rules"; exit 1; }
+# Debian's --enable-distro turns on --enable-all: every feature of every
+# program that links wolfSSL (OpenSSL compatibility for nginx, Qt, OpenVPN,
+# ...), and with it SESSION_CERTS and ALT_CERT_CHAINS, two copies of a
+# 9-certificate peer chain (37.5 KB) in the WOLFSSL_SESSION that every
+# connection allocates and zeroes, KEEP_PEER_CERT (4.5 KB more in every
+# WOLFSSL) and post-handshake authentication (which keeps the handshake's
+# arrays and hashes, 6.8 KB, for the connection's life). This build is for
+# ringnet alone (linked by RPATH), so it takes Debian's other flags and
+# names the features ringnet uses instead (tls/*.c; every test passes
+# against it):
+#   TLS 1.2 and 1.3 only (--disable-oldtls: no TLS 1.0/1.1 code at all);
+#   SNI, ALPN, supported groups, session tickets, extended master secret;
+#   ECDHE X25519/P-256/P-384, ECDSA and RSA (PSS for TLS 1.3) certificates;
+#   AES-GCM and ChaCha20-Poly1305; the system CA store;
+#   the OpenSSL-compatible calls ringnet uses (X509 names for the verify
+#   messages, the servername callback and wolfSSL_set_SSL_CTX for SNI:
+#   --enable-opensslall) and WOLFSSL_SIGNER_DER_CERT (counting the trust
+#   anchors loaded); HAVE_EX_DATA (--enable-context-extra-user-data:
+#   the verify callback finds its connection through the store's ex_data;
+#   without it the callback sees no session, and ringnet's own check of an
+#   IP literal against the leaf would be skipped).
+# Left out on purpose: SESSION_CERTS, KEEP_PEER_CERT, ALT_CERT_CHAINS,
+# post-handshake auth, PKCS#11, the distro's legacy ciphers.
+feature_flags="--enable-opensslall --enable-opensslextra --enable-tls13 --disable-oldtls --enable-sni --enable-alpn
+  --enable-supportedcurves --enable-session-ticket --enable-extended-master --enable-ecc
+  --enable-curve25519 --enable-rsapss --enable-aesgcm --enable-chacha --enable-poly1305
+  --enable-hkdf --enable-sys-ca-certs --disable-sessioncerts --disable-postauth
+  --enable-context-extra-user-data --disable-crypttests --disable-benchmark"
+feature_cppflags="-DWOLFSSL_SIGNER_DER_CERT"
+kept_flags=""
+for f in $deb_flags; do
+    case "$f" in
+    --enable-distro | --enable-all | --enable-pkcs11) ;;
+    *) kept_flags="$kept_flags $f" ;;
+    esac
+done
 fast_flags="--enable-aesni --enable-intelasm --enable-sp --enable-sp-asm"
 log "Debian's flags: $deb_flags"
-log "added:          $fast_flags --prefix=$prefix"
+log "kept:          $kept_flags"
+log "features:      $(echo $feature_flags) CPPFLAGS+=$feature_cppflags"
+log "added:         $fast_flags --prefix=$prefix"
 
 log "autoreconf -fi"
 autoreconf -fi >"$work/autoreconf.log" 2>&1 || { tail -20 "$work/autoreconf.log" >&2; exit 1; }
 # Debian's build flags (hardening, -O2) as dpkg-buildpackage would set them.
 eval "$(dpkg-buildflags --export=sh)"
+export CPPFLAGS="${CPPFLAGS:-} $feature_cppflags"
 # shellcheck disable=SC2086 # the flags are words
-./configure --prefix="$prefix" --libdir="$prefix/lib" $deb_flags $fast_flags >"$work/configure.log" 2>&1 ||
+./configure --prefix="$prefix" --libdir="$prefix/lib" $kept_flags $feature_flags $fast_flags \
+    >"$work/configure.log" 2>&1 ||
     { tail -30 "$work/configure.log" >&2; log "configure failed (log: $work/configure.log)"; exit 1; }
 log "make -j$jobs (about 3.5 minutes on 2 cores)"
 make -j"$jobs" >"$work/make.log" 2>&1 || { tail -30 "$work/make.log" >&2; log "make failed (log: $work/make.log)"; exit 1; }
@@ -186,9 +241,17 @@ install -m 0644 wolfssl/options.h "$prefix/include/wolfssl/options.h"
 
 # ---- 6. check ------------------------------------------------------------------------
 
-for d in WOLFSSL_AESNI USE_INTEL_SPEEDUP WOLFSSL_SP_X86_64_ASM; do
+for d in WOLFSSL_AESNI USE_INTEL_SPEEDUP WOLFSSL_SP_X86_64_ASM HAVE_SNI HAVE_ALPN \
+    HAVE_SESSION_TICKET WOLFSSL_TLS13 HAVE_CURVE25519 OPENSSL_EXTRA WOLFSSL_SIGNER_DER_CERT \
+    HAVE_EX_DATA WOLFSSL_ALWAYS_VERIFY_CB; do
     grep -q "^#define $d\b" "$prefix/include/wolfssl/options.h" ||
         { log "check failed: $prefix/include/wolfssl/options.h lacks $d"; exit 1; }
+done
+for d in SESSION_CERTS KEEP_PEER_CERT WOLFSSL_ALT_CERT_CHAINS WOLFSSL_POST_HANDSHAKE_AUTH; do
+    if grep -q "^#define $d\b" "$prefix/include/wolfssl/options.h"; then
+        log "check failed: $prefix/include/wolfssl/options.h has $d (memory per connection)"
+        exit 1
+    fi
 done
 # A wolfcrypt self-test run against the installed library and headers.
 cat >"$work/check.c" <<'EOF'
@@ -237,5 +300,6 @@ case $rc in
 esac
 ldd "$work/check" | grep -q "$prefix/lib/libwolfssl.so.35" ||
     { log "check failed: the check program did not load $prefix/lib/libwolfssl.so.35"; exit 1; }
+echo "$stamp" >"$stamp_file"
 log "done"
 usage_note

@@ -595,6 +595,87 @@ TEST_P(TlsProdTest, ATicketFromAnotherServerOrAChangedServerKeyMeansAFullHandsha
     });
 }
 
+/* The ticket keys' schedule (tls/resume.c: a key seals for an hour, the
+ * previous one still opens). RN_TEST_TICKET_CLOCK_MS, present when the
+ * server config is made, lets the test move that config's ticket clock
+ * forward (milliseconds added to the monotonic clock); the period is the
+ * real one. Three clients: a and c take tickets under the first key; b
+ * makes the server seal after each step, which is when a key rotates. */
+struct TicketClock {
+    TicketClock() { setenv("RN_TEST_TICKET_CLOCK_MS", "0", 1); }
+    ~TicketClock() { unsetenv("RN_TEST_TICKET_CLOCK_MS"); }
+    void Set(long long ms) { setenv("RN_TEST_TICKET_CLOCK_MS", std::to_string(ms).c_str(), 1); }
+};
+
+TEST_P(TlsProdTest, TicketKeysRotateHourlyAndAKeyOpensItsTicketsUntilItIsRetired) {
+    RNT_NEED_CERTS(c);
+    OnLoopRun([&] {
+        const long long kHourMs = 3600LL * 1000;
+        TicketClock clock;
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig a = ClientConfig(c), b = ClientConfig(c), cc = ClientConfig(c);
+        ProdServer e;
+        StartProd(&e, scfg);
+        bool r = true;
+        /* Key 1 is made by the first ticket sealed; a and cc hold tickets under it. */
+        ASSERT_EQ(0, Visit(e.port, "localhost", a, &r)) << rn_last_error();
+        EXPECT_FALSE(r);
+        ASSERT_EQ(0, Visit(e.port, "localhost", cc, &r)) << rn_last_error();
+        EXPECT_FALSE(r);
+        /* An hour and a second on: b's full handshake seals under a new key 2;
+         * key 1 is the previous key now and still opens a's ticket. */
+        clock.Set(kHourMs + 1000);
+        ASSERT_EQ(0, Visit(e.port, "localhost", b, &r)) << rn_last_error();
+        EXPECT_FALSE(r);
+        ASSERT_EQ(0, Visit(e.port, "localhost", a, &r)) << rn_last_error();
+        EXPECT_TRUE(r) << "a ticket under the previous key did not resume after one rotation";
+        /* Two hours and two seconds: b resumes under key 2 and its new ticket
+         * is sealed under key 3, which retires key 1. cc's ticket (key 1)
+         * means a full handshake, with no error on either side. */
+        clock.Set(2 * kHourMs + 2000);
+        ASSERT_EQ(0, Visit(e.port, "localhost", b, &r)) << rn_last_error();
+        EXPECT_TRUE(r) << "b's ticket under key 2 did not resume";
+        ASSERT_EQ(0, Visit(e.port, "localhost", cc, &r)) << rn_last_error();
+        EXPECT_FALSE(r) << "a ticket under a retired key resumed";
+        /* ... and cc's new ticket (key 3) resumes. */
+        ASSERT_EQ(0, Visit(e.port, "localhost", cc, &r)) << rn_last_error();
+        EXPECT_TRUE(r);
+        StopProd(&e);
+        EXPECT_EQ(0, e.failures.load()) << Err(e.last_error);
+        EXPECT_EQ(3, e.resumed.load());
+    });
+}
+
+/* A previous key is retired by age too: two periods after it was made it
+ * opens nothing, even when no second rotation came to replace it. */
+TEST_P(TlsProdTest, APreviousTicketKeyTwoPeriodsOldOpensNothingWithoutASecondRotation) {
+    RNT_NEED_CERTS(c);
+    OnLoopRun([&] {
+        const long long kHourMs = 3600LL * 1000;
+        TicketClock clock;
+        TlsConfig scfg = ServerConfig(c);
+        TlsConfig a = ClientConfig(c), b = ClientConfig(c);
+        ProdServer e;
+        StartProd(&e, scfg);
+        bool r = true;
+        ASSERT_EQ(0, Visit(e.port, "localhost", a, &r)) << rn_last_error();
+        ASSERT_EQ(0, Visit(e.port, "localhost", b, &r)) << rn_last_error();
+        /* Just under two hours: key 1, current still (nothing was sealed
+         * since), opens a's ticket; a's new ticket makes key 2, and key 1 is
+         * the previous key. */
+        clock.Set(2 * kHourMs - 60 * 1000);
+        ASSERT_EQ(0, Visit(e.port, "localhost", a, &r)) << rn_last_error();
+        EXPECT_TRUE(r);
+        /* Two hours and a minute after key 1 was made: b's ticket under it
+         * means a full handshake (key 2 is current: no rotation since). */
+        clock.Set(2 * kHourMs + 60 * 1000);
+        ASSERT_EQ(0, Visit(e.port, "localhost", b, &r)) << rn_last_error();
+        EXPECT_FALSE(r) << "a ticket under a key two periods old resumed";
+        StopProd(&e);
+        EXPECT_EQ(0, e.failures.load()) << Err(e.last_error);
+    });
+}
+
 TEST_P(TlsProdTest, SecondConnectionResumesAgainstOpensslSServerOverTls13AndTls12) {
     RNT_NEED_CERTS(c);
     OnLoopRun([&] {

@@ -255,6 +255,17 @@ static int count_anchors(WOLFSSL_CTX *ctx)
     return n;
 }
 
+/* Loading ignores a bad directory and one with no certificate in it (the
+ * count of anchors below decides); wolfSSL defines these two flags only
+ * in builds with its Qt support (Debian's, not the fast build's), and
+ * otherwise has no such failures to ignore. */
+#ifndef WOLFSSL_LOAD_FLAG_IGNORE_BAD_PATH_ERR
+#define WOLFSSL_LOAD_FLAG_IGNORE_BAD_PATH_ERR 0
+#endif
+#ifndef WOLFSSL_LOAD_FLAG_IGNORE_ZEROFILE
+#define WOLFSSL_LOAD_FLAG_IGNORE_ZEROFILE 0
+#endif
+
 /* The system trust store, or what SSL_CERT_FILE / SSL_CERT_DIR (a
  * colon-separated list, as OpenSSL reads it) name instead. Certificates
  * wolfSSL cannot parse are skipped rather than failing the whole store. */

@@ -36,6 +36,27 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* The ticket keys' clock. Tests only: a server config made while the
+ * environment has RN_TEST_TICKET_CLOCK_MS reads that variable again at
+ * every ticket it seals or opens and adds its value (milliseconds) to the
+ * clock, so that a test can move its keys through the hourly schedule
+ * without waiting (tests/tls_prod_test.cc,
+ * TicketKeysRotateHourly...). Without the variable at
+ * creation (every real program) the config reads the monotonic clock and
+ * never looks at the environment again. */
+#define TEST_CLOCK_ENV "RN_TEST_TICKET_CLOCK_MS"
+
+static int64_t ticket_now_ns(const rn_tls_config *cfg)
+{
+    int64_t now = mono_ns();
+    if (cfg->tk_test_clock) {
+        const char *v = getenv(TEST_CLOCK_ENV);
+        if (v)
+            now += (int64_t)strtoll(v, NULL, 10) * 1000000;
+    }
+    return now;
+}
+
 static bool fill_random(void *p, size_t n)
 {
     unsigned char *b = p;
@@ -56,7 +77,7 @@ static bool fill_random(void *p, size_t n)
  * replaced when it is TICKET_PERIOD_S old (the old one becomes previous). */
 static const struct rn__tls_ticket_key *sealing_key(rn_tls_config *cfg)
 {
-    int64_t now = mono_ns();
+    int64_t now = ticket_now_ns(cfg);
     struct rn__tls_ticket_key *cur = &cfg->tk_cur;
     if (cur->born_ns == 0 || now - cur->born_ns >= (int64_t)TICKET_PERIOD_S * 1000000000) {
         struct rn__tls_ticket_key k = {.born_ns = now};
@@ -116,7 +137,7 @@ static int ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
     /* Open: find the key the ticket names (current or previous, and only
      * while it is at most two periods old). */
     int which = 0;
-    int64_t now = mono_ns(), life = 2 * (int64_t)TICKET_PERIOD_S * 1000000000;
+    int64_t now = ticket_now_ns(cfg), life = 2 * (int64_t)TICKET_PERIOD_S * 1000000000;
     pthread_mutex_lock(&cfg->ticket_mu);
     const struct rn__tls_ticket_key *ks[2] = {&cfg->tk_cur, &cfg->tk_prev};
     for (int i = 0; i < 2 && !which; i++) {
@@ -317,6 +338,7 @@ void rn__tls_resume_init(rn_tls_config *cfg, WOLFSSL_CTX *ctx)
     if (ctx == cfg->ctx) {
         pthread_mutex_init(&cfg->ticket_mu, NULL);
         cfg->cache_entries = DEFAULT_CACHE_ENTRIES;
+        cfg->tk_test_clock = cfg->server && getenv(TEST_CLOCK_ENV) != NULL;
     }
     (void)wolfSSL_CTX_set_timeout(ctx, TICKET_PERIOD_S);
     if (cfg->server) {

@@ -83,19 +83,37 @@ const char *rn__tls_peer(struct rn__tls *t)
     return t->host[0] ? t->host : rn_conn_remote_addr(t->c);
 }
 
+struct rn__tls_diag *rn__tls_diag(struct rn__tls *t)
+{
+    if (!t->diag)
+        t->diag = calloc(1, sizeof *t->diag);
+    return t->diag;
+}
+
+/* The sticky failure's sentence (a fixed one when there was no memory to
+ * keep it). */
+static const char *fatal_msg(struct rn__tls *t)
+{
+    return t->diag && t->diag->fatal_msg[0] ? t->diag->fatal_msg
+                                            : "tls: the session failed (out of memory for its message)";
+}
+
 int rn__tls_fail(struct rn__tls *t, int code, const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(t->fatal_msg, sizeof t->fatal_msg, fmt, ap);
-    va_end(ap);
+    struct rn__tls_diag *d = rn__tls_diag(t);
+    if (d) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(d->fatal_msg, sizeof d->fatal_msg, fmt, ap);
+        va_end(ap);
+    }
     t->fatal = code;
-    return rn__err(code, "%s", t->fatal_msg);
+    return rn__err(code, "%s", fatal_msg(t));
 }
 
 int rn__tls_sticky(struct rn__tls *t)
 {
-    return rn__err(t->fatal, "%s", t->fatal_msg);
+    return rn__err(t->fatal, "%s", fatal_msg(t));
 }
 
 /* An alert's name. wolfSSL 5.5 has none for some (NULL, printed as
@@ -218,18 +236,16 @@ static int peer_port(rn_conn *c)
 int rn__tls_session_attach(rn_conn *c, rn_tls_config *cfg, const char *host, bool server)
 {
     rn__tls_thread_used();
-    struct rn__tls *t = calloc(1, sizeof *t);
+    size_t hl = server ? 0 : strlen(host);
+    if (hl > RN_TLS_MAX_HOST)
+        return rn__err(-EINVAL, "tls: the host name is too long (%zu bytes, at most %d)", hl,
+                       RN_TLS_MAX_HOST);
+    struct rn__tls *t = calloc(1, sizeof *t + hl + 1);
     if (!t)
         return rn__err(-ENOMEM, "tls: out of memory for a session");
     t->c = c;
     t->server = server;
     if (!server) {
-        size_t hl = strlen(host);
-        if (hl >= sizeof t->host) {
-            free(t);
-            return rn__err(-EINVAL, "tls: the host name is too long (%zu bytes, at most %zu)", hl,
-                           sizeof t->host - 1);
-        }
         memcpy(t->host, host, hl + 1);
         t->host_is_ip = is_ip_literal(host);
         t->port = peer_port(c);
@@ -295,6 +311,7 @@ void rn__tls_free(rn_conn *c)
     rn__tls_outbuf_free(t, &t->q);
     rn__tls_outbuf_free(t, &t->tx);
     rn__tls_config_unref(t->cfg);
+    free(t->diag);
     free(t);
     c->layer = NULL;
     c->ops = &rn__plain_ops;
@@ -328,7 +345,7 @@ static int handshake_locked(struct rn__tls *t, int64_t deadline, const char *wha
             /* Let the peer see the alert wolfSSL queued, briefly. */
             int64_t soon = rn__deadline_after_ms(CLOSE_NOTIFY_MS);
             (void)rn__tls_flush_locked(t, deadline && deadline < soon ? deadline : soon);
-            return rn__err(code, "%s", t->fatal_msg);
+            return rn__err(code, "%s", fatal_msg(t));
         }
         int fr = rn__tls_flush_locked(t, deadline);
         if (fr < 0)
@@ -343,6 +360,14 @@ static int handshake_locked(struct rn__tls *t, int64_t deadline, const char *wha
             }
             t->resumed = wolfSSL_session_reused(t->ssl) == 1;
             t->hs_done = true;
+            /* The handshake's secrets and scratch (Arrays, 3.4 KB, and the
+             * pre-master buffer, 2 KB, zeroed as they go): wolfSSL keeps
+             * them past a TLS 1.3 handshake in builds with post-handshake
+             * authentication (Debian's), which ringnet never asks for.
+             * The resumption secret is derived by now and tickets are
+             * sealed from the session; post-handshake messages (tickets,
+             * KeyUpdate) are read without them. */
+            wolfSSL_FreeArrays(t->ssl);
             /* The handshake's deep wolfSSL frames touched tens of KiB of
              * this task's stack that an idle connection would keep. */
             rn__task_trim_stack(t->c->loop);

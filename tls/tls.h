@@ -65,6 +65,7 @@ struct rn_tls_config {
      * thread and every chain of the config. */
     pthread_mutex_t ticket_mu;
     struct rn__tls_ticket_key tk_cur, tk_prev;
+    bool tk_test_clock; /* made under RN_TEST_TICKET_CLOCK_MS (resume.c; tests only) */
     /* Client: sessions to resume, per host and port; NULL = off. */
     size_t cache_entries;
     struct rn__tls_cache *cache;
@@ -138,6 +139,18 @@ struct rn__tls_waiter {
     struct rn__tls_waiter *next;
 };
 
+/* What a failed session says about itself (allocated at the first failure
+ * or refusal: an idle session that never failed carries none of it). */
+struct rn__tls_diag {
+    char fatal_msg[400];
+    /* The first refusal the verify callback saw, for the message. */
+    char verify_subject[160], verify_issuer[160], verify_not_after[40];
+    char verify_names[200]; /* the leaf's SANs (or CN) when it was refused at depth 0 */
+};
+
+/* The longest host name a client session takes (DNS: 253, and room). */
+#define RN_TLS_MAX_HOST 255
+
 /* One TLS session over one connection. wolfSSL never sees the socket: its
  * receive callback takes ciphertext from `in`, its send callback appends to
  * `q`. Tasks take turns per direction (rd_busy: one task receives and runs
@@ -150,7 +163,7 @@ struct rn__tls {
     bool server;
     bool hs_done; /* the handshake finished */
     int fatal;    /* sticky failure (RN_ETLS, RN_ETLS_VERIFY): every later call returns it */
-    char fatal_msg[400];
+    struct rn__tls_diag *diag; /* NULL until something failed (rn__tls_diag) */
     bool in_eof;           /* the peer ended the TCP stream */
     bool got_close_notify; /* ... after its close_notify: a clean end */
     bool sent_close_notify;
@@ -160,16 +173,18 @@ struct rn__tls {
     struct rn__tls_buf in; /* received ciphertext not yet given to wolfSSL (fixed size) */
     struct rn__tls_buf q;  /* ciphertext wolfSSL produced, not yet handed to the kernel */
     struct rn__tls_buf tx; /* ciphertext a send is working through; never moves while it does */
-    /* The first refusal the verify callback saw, for the message. */
+    /* The first refusal the verify callback saw (its words: diag). */
     int verify_err, verify_depth;
-    char verify_subject[160], verify_issuer[160], verify_not_after[40];
-    char host[256]; /* client: the name asked for (SNI, name check) */
     bool host_is_ip;
     int port;                          /* client: the peer's port (the session cache's key) */
     bool resumed;                      /* the handshake resumed a session */
     struct rn__tls_listener *listener; /* server: until the handshake begins */
     char alpn[64];                     /* negotiated protocol, "" if none */
+    char host[]; /* client: the name asked for (SNI, name check); server: "" */
 };
+
+/* t's diagnostics, allocated on first use; NULL when out of memory. */
+struct rn__tls_diag *rn__tls_diag(struct rn__tls *t);
 
 /* How long close waits to hand close_notify (or a handshake's alert) to
  * the kernel. */

@@ -3,7 +3,7 @@ import argparse
 import dataclasses
 import sys
 
-BENCHES = ("http", "pipeline", "echo", "bulk", "tls", "memory")
+BENCHES = ("http", "pipeline", "echo", "bulk", "tls", "memory", "memory-tls")
 
 HELP = """\
 Benchmarks (--only NAME[,NAME...]):
@@ -19,13 +19,19 @@ Benchmarks (--only NAME[,NAME...]):
   bulk      one connection, 1 GiB over loopback: ringnet sink+source
             (perf/rn_bulk, both backends) against iperf3.
   tls       full handshakes per second (openssl s_time) and bulk MB/s
-            (openssl s_client) against ringnet's TLS server and
-            openssl s_server; skipped when ringnet's TLS engine is not built.
+            (openssl s_client) against ringnet's TLS server on Debian's
+            wolfSSL (rn-io_uring), the same server on the fast wolfSSL
+            (rn-aesni: ci/build-wolfssl-aesni.sh, built once under
+            build/wolfssl-aesni and again when the script changes; ringnet
+            against it in build/release-aesni) and openssl s_server;
+            skipped when ringnet's TLS engine is not built.
   memory    RSS per idle connection at 10,000 connections: ringnet echo
             server (a task per connection, both backends, and rn-lent),
             nginx, libuv; then per idle TLS connection at 2,000
             (perf/tls_idle, handshakes done): ringnet's TLS server (16 KiB
-            buffer on the task's stack, and rn-lent) and nginx with TLS.
+            buffer on the task's stack, and rn-lent; each on Debian's
+            wolfSSL and on the fast one) and nginx with TLS.
+  memory-tls  the TLS half of memory alone (idle TLS connections).
   counters  the loop's counters (operations per io_uring_enter, requests
             per enter, kernel calls per request), read from the ringnet and
             raw servers' STATS lines during every http, pipeline and echo
@@ -71,6 +77,7 @@ class Config:
     idle_conns: int = 10000
     idle_tls_conns: int = 2000
     tls_bulk_bytes: int = 256 << 20
+    no_aesni: bool = False
 
 
 def _parser():
@@ -82,7 +89,7 @@ def _parser():
         epilog=HELP)
     a = p.add_argument
     a("--only", metavar="LIST", help="benchmarks to run, comma- or space-separated "
-      "(default: http pipeline echo bulk tls memory)")
+      "(default: http pipeline echo bulk tls memory; memory-tls: the TLS half of memory)")
     a("--seconds", metavar="S", help="length of each measured run (default 3; --quick: 2)")
     a("--conns", metavar="LIST", help='connection counts for http and echo, e.g. "16 1000" '
       '(defaults: http "16 256 1000", echo "64 1000")')
@@ -94,6 +101,8 @@ def _parser():
       "CPU (default 10)")
     a("--no-install", action="store_true", help="do not install missing packages")
     a("--no-build", action="store_true", help="use the programs already built")
+    a("--no-aesni", action="store_true", help="tls and memory: leave out ringnet built "
+      "against the fast wolfSSL (build/wolfssl-aesni, ci/build-wolfssl-aesni.sh)")
     a("--no-append", action="store_true", help="do not append the summary to perf/RESULTS.md")
     a("--dry-run", "--list", action="store_true", dest="dry_run",
       help="print the runs that would be made, and nothing else")
@@ -128,14 +137,15 @@ def _ints(text, lo, hi, what):
 
 
 def _benches(only):
-    names = only.replace(",", " ").split() if only else list(BENCHES)
+    names = only.replace(",", " ").split() if only else [b for b in BENCHES if b != "memory-tls"]
     out = []
     for n in names:
         for b in (("pipeline", "echo") if n == "counters" else (n,)):
             if b not in BENCHES:
                 fail(f"no benchmark named '{b}' (have: {' '.join(BENCHES)})")
-            out.append(b)
-    return out
+            if b not in out and not (b == "memory-tls" and "memory" in out):
+                out.append(b)
+    return [b for b in out if not (b == "memory-tls" and "memory" in out)]
 
 
 def _defaults(mode, quick):
@@ -168,4 +178,4 @@ def parse(argv):
         build=not a.no_build, append=not a.no_append, dry_run=a.dry_run,
         bulk_bytes=(256 << 20) if a.quick else (1 << 30),
         tls_bytes=_ints(a.bytes or str(1 << 30), 1 << 20, 1 << 40, "--bytes")[0],
-        build_dir=a.build_dir, out_dir=a.out)
+        build_dir=a.build_dir, out_dir=a.out, no_aesni=a.no_aesni)

@@ -57,6 +57,8 @@ class Ctx:
     def __init__(self, cfg, root, tmp, out):
         self.cfg, self.root, self.tmp, self.out = cfg, root, tmp, out
         self.bin = os.path.join(root, cfg.build_dir)
+        # ringnet's perf programs against the fast wolfSSL (aesni.py), when built
+        self.aes_bin = os.path.join(root, "build/release-aesni")
         ncpu = os.cpu_count() or 1
         self.ncpu, self.srv_cpu, self.load_cpu = ncpu, 0, (1 if ncpu > 1 else 0)
         self.started = []
@@ -66,8 +68,10 @@ class Ctx:
         self.progress = None
         self.srv = None
 
-    def exe(self, name):
-        return os.path.join(self.bin, name)
+    def exe(self, name, server=""):
+        """Program NAME of the build a server name says: build/release-aesni
+        for rn-aesni*, the run's build otherwise."""
+        return os.path.join(self.aes_bin if server.startswith("rn-aesni") else self.bin, name)
 
     def has(self, name):
         return os.access(self.exe(name), os.X_OK)

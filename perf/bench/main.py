@@ -4,14 +4,15 @@ import sys
 import tempfile
 import time
 
-from . import cli, compare, ir, loads, others, prepare, proc, report, summary
+from . import aesni, cli, compare, ir, loads, others, prepare, proc, report, summary
 from .harness import CSV_HEADER, Ctx, Fatal, Progress, run_groups
 from .others import Group
 
 PLANS = {"http": lambda c, k: [Group("http", loads.plan_http(c, k))],
          "pipeline": lambda c, k: [Group("pipeline", loads.plan_pipeline(c, k))],
          "echo": lambda c, k: [Group("echo", loads.plan_echo(c, k))],
-         "bulk": others.plan_bulk, "tls": others.plan_tls, "memory": others.plan_memory}
+         "bulk": others.plan_bulk, "tls": others.plan_tls, "memory": others.plan_memory,
+         "memory-tls": lambda c, k: others.plan_memory(c, k)[1:]}
 
 
 def plan(cfg, bin_dir, dry_run=False):
@@ -33,6 +34,9 @@ def print_plan(cfg, groups):
     if cfg.build:
         for cmd in prepare.build_commands(cfg.build_dir):
             print("build:   " + " ".join(cmd))
+        if not cfg.no_aesni and any(b in cfg.benches for b in ("tls", "memory", "memory-tls")):
+            print(f"build:   {aesni.SCRIPT} (when its sha256 is not {aesni.PREFIX}/.build-stamp), "
+                  f"then {', '.join(aesni.TARGETS)} in {aesni.BUILD}")
     n = sum(len(g.steps) for g in groups)
     print(f"{n} runs of {cfg.seconds} s, {cfg.rounds} round(s):")
     for g in groups:
@@ -96,6 +100,12 @@ def bench(cfg, root):
     if cfg.build:
         prepare.build(cfg.build_dir)
     prepare.check_built(bin_dir)
+    fast = not cfg.no_aesni and any(b in cfg.benches for b in ("tls", "memory", "memory-tls")) \
+        and os.access(os.path.join(bin_dir, "rn_tls_server"), os.X_OK)
+    if fast and cfg.build:
+        aesni.build(root)
+    if fast and os.access(os.path.join(root, aesni.BUILD, "rn_tls_server"), os.X_OK):
+        aesni.check(root, cfg.build_dir, ("rn_tls_server", "tls_idle"))
     groups = plan(cfg, bin_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = os.path.join(root, cfg.out_dir, stamp)

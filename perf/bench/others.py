@@ -106,7 +106,7 @@ def tls_start(ctx, name):
         # s_server ends a connection when its stdin ends: give it one that never does.
         srv = Server(ctx, name, argv, port=port, stdin=subprocess.PIPE)
     else:
-        argv = [ctx.exe("rn_tls_server"), "--port", str(port), "--cert", f"{d}/cert.pem",
+        argv = [ctx.exe("rn_tls_server", name), "--port", str(port), "--cert", f"{d}/cert.pem",
                 "--key", f"{d}/key.pem"]
         srv = Server(ctx, name, argv, port=port)
     srv.wait_listening()
@@ -137,8 +137,10 @@ def tls_prep(ctx):
         last = (r.stdout + r.stderr).strip().splitlines()[-1:] or [""]
         ctx.note(f"tls: skipped: TLS engine not built ({last[0]})")
         return False
+    if not has_aesni(ctx) and not ctx.cfg.no_aesni:
+        ctx.note("tls: no build against the fast wolfSSL: rn-aesni left out")
     with open(os.path.join(ctx.out, "tls_ciphers.txt"), "w") as f:
-        for name in ("rn-io_uring", "openssl"):
+        for name in tls_servers(ctx):
             srv = tls_start(ctx, name)
             g = negotiated(srv.port)
             f.write(f"{name}: {g.get('Protocol version', '')}, {g.get('Ciphersuite', '')}, "
@@ -162,7 +164,18 @@ def tls_client(ctx, what, port):
     return n
 
 
+def has_aesni(ctx):
+    return os.access(ctx.exe("rn_tls_server", "rn-aesni"), os.X_OK)
+
+
+def tls_servers(ctx):
+    """rn-io_uring (Debian's wolfSSL), rn-aesni (the fast one) when built, openssl."""
+    return ["rn-io_uring"] + (["rn-aesni"] if has_aesni(ctx) else []) + ["openssl"]
+
+
 def tls_run(ctx, what, name, rnd):
+    if name.startswith("rn-aesni") and not has_aesni(ctx):
+        return  # not built (--no-aesni, or no TLS): noted once by the prep
     srv = tls_start(ctx, name)
     t0, w0 = proc.ticks([srv.p.pid]), time.time()
     cnt = tls_client(ctx, what, srv.port)
@@ -182,9 +195,10 @@ def tls_run(ctx, what, name, rnd):
 
 
 def plan_tls(cfg, keep):
+    servers = ["rn-io_uring"] + ([] if cfg.no_aesni else ["rn-aesni"]) + ["openssl"]
     steps = [Step(f"tls-{w}: {s}, round {r}", tls_run, w, s, r)
-             for r in range(1, cfg.rounds + 1) for s in ("rn-io_uring", "openssl")
-             for w in ("handshake", "bulk")]
+             for r in range(1, cfg.rounds + 1) for w in ("handshake", "bulk")
+             for s in servers]
     return [Group("tls", steps, tls_prep)]
 
 
@@ -244,10 +258,12 @@ def tls_idle_count(ctx):
 
 
 def memory_tls_run(ctx, name, rnd):
+    if name.startswith("rn-aesni") and not has_aesni(ctx):
+        return
     want = ctx.cfg.idle_tls_conns
     srv = servers.start(ctx, "tls", name)
     ctx.want = want
-    argv = [ctx.exe("tls_idle"), "--port", str(srv.port), "--ca", ctx.path("tls-idle/cert.pem"),
+    argv = [ctx.exe("tls_idle", name), "--port", str(srv.port), "--ca", ctx.path("tls-idle/cert.pem"),
             "--conns", str(want), "--hold", "120"]
     # up to 60 s; a count of 0 until tls_idle prints its 'connected' line
     got = hold_idle(ctx, srv, argv, "tls_idle.out",
@@ -264,6 +280,8 @@ def memory_tls_prep(ctx):
         ctx.note("memory-tls: skipped: TLS engine not built")
         return False
     make_cert(ctx.path("tls-idle"), san=True)
+    if not has_aesni(ctx) and not ctx.cfg.no_aesni:
+        ctx.note("memory-tls: no build against the fast wolfSSL: rn-aesni left out")
     return True
 
 
@@ -271,6 +289,7 @@ def plan_memory(cfg, keep):
     rounds = range(1, cfg.rounds + 1)
     plain = [Step(f"memory-{cfg.idle_conns}: {s}, round {r}", memory_run, s, r)
              for r in rounds for s in keep(["rn-io_uring", "rn-lent", "rn-epoll", "nginx", "libuv"])]
+    rn = ["rn-io_uring", "rn-lent"] + ([] if cfg.no_aesni else ["rn-aesni", "rn-aesni-lent"])
     tls = [Step(f"memory-tls-{cfg.idle_tls_conns}: {s}, round {r}", memory_tls_run, s, r)
-           for r in rounds for s in ("rn-io_uring", "rn-lent", "nginx")]
+           for r in rounds for s in rn + ["nginx"]]
     return [Group("memory", plain), Group("memory-tls", tls, memory_tls_prep)]

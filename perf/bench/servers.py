@@ -45,8 +45,8 @@ def nginx_argv(ctx, port, tls_dir=None):
     return ["nginx", "-q", "-e", f"{d}/error.log", "-p", d, "-c", f"{d}/nginx.conf"]
 
 
-def _rn(ctx, prog, port, extra=()):
-    return [ctx.exe(prog), "--port", str(port), "--backend", "io_uring", *extra]
+def _rn(ctx, prog, port, extra=(), name=""):
+    return [ctx.exe(prog, name), "--port", str(port), "--backend", "io_uring", *extra]
 
 
 def command(ctx, kind, name, port):
@@ -62,11 +62,15 @@ def command(ctx, kind, name, port):
         # recv SQE per read, as before the multishot lever): the lever's figure.
         "rn-1shot": (_rn(ctx, prog, port), {"RN_URING_RECV_MULTISHOT": "0"}),
         "rn-lent": (_rn(ctx, prog, port, ["--lent"] + cert), None),
+        # the same TLS server built against the fast wolfSSL (aesni.py)
+        "rn-aesni": (_rn(ctx, prog, port, cert, "rn-aesni"), None),
+        "rn-aesni-lent": (_rn(ctx, prog, port, ["--lent"] + cert, "rn-aesni"), None),
         "libuv": ([ctx.exe("uv_echo_server"), "--port", str(port)] + mode, None),
         "raw": ([ctx.exe("raw_uring_server"), "--port", str(port)] + mode, None),
         "nginx": (nginx_argv(ctx, port, tls if kind == "tls" else None), None),
     }
-    if name not in table or (kind == "tls" and name in ("rn-epoll", "rn-1shot", "libuv", "raw")):
+    if name not in table or (kind == "tls" and name in ("rn-epoll", "rn-1shot", "libuv", "raw")) \
+            or (kind != "tls" and name.startswith("rn-aesni")):
         raise Fatal(f"perf/run: no server {name} for {kind}")
     return table[name]
 
