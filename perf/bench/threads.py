@@ -4,7 +4,11 @@
   cost   the cost of a second loop: server CPU per request of
          rn_http_server --threads 2 (two loops, a SO_REUSEPORT listener
          each) against --threads 1, the same wrk load (-t2), interleaved
-         rounds; server and load on every CPU (on 2 cores they share them).
+         rounds; server and load on every CPU (on 2 cores they share them);
+         beside them --threads 1 with half the connections (rn-1t-half),
+         the load each loop of the two-thread server has; and user-space
+         instructions per request of --threads 1 and 2 under callgrind
+         (perf/ir_per_request.py --threads N), which no load noise moves.
   xchan  cross-thread hand-over between two pinned threads: ping-pong
          round trip (capacity 1) and streaming items/s (capacity 1024, one
          item per send, and blocks of 64 items per send) of ringnet's
@@ -48,7 +52,8 @@ CHAN_MODES = [  # (name, program, args); ping-pong first, then streams
     ("pipe-batch", "chan_bench", ["--mode", "pipe-batch"]),
     ("go-batch", "go_chanbench", ["-mode", "go-batch"]),
 ]
-CSV = "part,case,server,round,seconds,count,rate,server_cpu_s,cpu_us_per_op,other_pct,note"
+CSV = ("part,case,server,round,seconds,count,rate,server_cpu_s,cpu_us_per_op,other_pct,"
+       "user_us_per_op,note")
 PINGPONG_OPS, STREAM_OPS = 30000, 4000000
 HANDOFF_NOTE = ("handoff (acceptor + workers through channels) is left out: rn_conn_detach "
                 "is not in this tree")
@@ -145,9 +150,10 @@ def http_measure(ctx, srv, conns, wrk_threads, wrk_cpus):
     """One wrk run against srv: (requests, seconds, rate, server CPU s, other %, errors)."""
     argv = ["wrk", f"-t{wrk_threads}", f"-c{conns}", f"-d{ctx.cfg.seconds}s",
             f"http://127.0.0.1:{srv.port}/"]
-    t0, b0 = proc.ticks(srv.pids), cpus_busy()
+    t0, u0, b0 = proc.ticks(srv.pids), proc.ticks(srv.pids, user_only=True), cpus_busy()
     rc, lc = ctx.run_load(argv, ctx.path("wrk.out"), cpu=cpu_list(wrk_cpus))
     t, busy = proc.ticks(srv.pids) - t0, cpus_busy() - b0
+    u = proc.ticks(srv.pids, user_only=True) - u0
     with open(ctx.path("wrk.out")) as f:
         w = loads.parse_wrk(f.read())
     if rc != 0 or w["reqs"] <= 0:
@@ -155,8 +161,8 @@ def http_measure(ctx, srv, conns, wrk_threads, wrk_cpus):
         raise Fatal("perf/run: wrk failed")
     d = float(w["dur"])
     hz = proc.HZ
-    other = 100 * (busy / hz - t / hz - lc) / d if d > 0 else 0.0
-    return w["reqs"], d, float(w["rate"]), t / hz, other, w["errs"]
+    other = 100 * (busy / hz - t / hz - lc) / (d * ctx.ncpu) if d > 0 else 0.0
+    return w["reqs"], d, float(w["rate"]), t / hz, other, w["errs"], u / hz
 
 
 def http_row(ctx, part, case, name, rnd, n, conns, wrk_threads, wrk_cpus, cpus):
@@ -166,7 +172,8 @@ def http_row(ctx, part, case, name, rnd, n, conns, wrk_threads, wrk_cpus, cpus):
         port = proc.free_port()
         srv = start_server(ctx, name, n, cpus, port)
         try:
-            reqs, d, rate, cpu, other, errs = http_measure(ctx, srv, conns, wrk_threads, wrk_cpus)
+            reqs, d, rate, cpu, other, errs, user = http_measure(ctx, srv, conns, wrk_threads,
+                                                                wrk_cpus)
         finally:
             srv.stop()
         if other <= ctx.cfg.max_other or attempt == 3:
@@ -178,7 +185,7 @@ def http_row(ctx, part, case, name, rnd, n, conns, wrk_threads, wrk_cpus, cpus):
     if errs:
         note += f"; {errs} wrk errors"
     ctx.row([part, case, name, rnd, f"{d:.2f}", reqs, f"{rate:.0f}", f"{cpu:.2f}",
-             f"{cpu * 1e6 / reqs:.3f}", f"{other:.1f}", note])
+             f"{cpu * 1e6 / reqs:.3f}", f"{other:.1f}", f"{user * 1e6 / reqs:.3f}", note])
 
 
 # ---- part 1: the cost of a second loop -------------------------------------------------
@@ -192,6 +199,11 @@ def cost_steps(ctx):
             name = f"rn-{n}t"
             out.append((f"cost: {name}, round {r}", http_row,
                         ("cost", f"hello-c{conns}", name, r, n, conns, 2, allc, allc)))
+        # one loop with the connections each loop of rn-2t has: the same
+        # load per loop (so the same batching per kernel entry)
+        out.append((f"cost: rn-1t-half, round {r}", http_row,
+                    ("cost", f"hello-c{conns}", "rn-1t-half", r, 1, max(2, conns // 2), 2, allc,
+                     allc)))
     return out
 
 
@@ -221,7 +233,7 @@ def chan_run(ctx, name, prog, args, rnd):
         if rc != 0 or not m:
             sys.stderr.write(text)
             raise Fatal(f"perf/run: {name} failed (exit {rc})")
-        other = 100 * (busy - cpu) / wall if wall > 0 else 0.0
+        other = 100 * (busy - cpu) / (wall * ctx.ncpu) if wall > 0 else 0.0
         if other <= ctx.cfg.max_other or attempt == 3:
             break
         ctx.retries += 1
@@ -229,7 +241,7 @@ def chan_run(ctx, name, prog, args, rnd):
     secs, nsop, mops, pcpu = m.group(3), float(m.group(4)), float(m.group(5)), float(m.group(6))
     ctx.row(["xchan", "pingpong" if "pingpong" in name else
              ("batch" if "batch" in name else "stream"), name, rnd, secs, ops,
-             f"{mops * 1e6:.0f}", f"{pcpu:.3f}", f"{nsop:.1f}", f"{other:.1f}",
+             f"{mops * 1e6:.0f}", f"{pcpu:.3f}", f"{nsop:.1f}", f"{other:.1f}", "",
              "ns per round trip" if "pingpong" in name else "ns per item"])
 
 
@@ -239,6 +251,29 @@ def chan_steps(ctx):
         for name, prog, args in CHAN_MODES:
             out.append((f"xchan: {name}, round {r}", chan_run, (name, prog, args, r)))
     return out
+
+
+# ---- part 1b: instructions per request, one loop against two -------------------------
+
+def ir_run(ctx, threads):
+    """perf/ir_per_request.py --threads N on io_uring: one row (deterministic, one run)."""
+    script = os.path.join(ctx.root, "perf", "ir_per_request.py")
+    argv = [sys.executable, script, "--build", ctx.cfg.build_dir, "--backend", "io_uring",
+            "--threads", str(threads)]
+    r = subprocess.run(argv, capture_output=True, text=True, cwd=ctx.root)
+    m = re.search(r"ir=([0-9.]+)", r.stdout)
+    if r.returncode != 0 or not m:
+        ctx.note(f"perf/run: ir_per_request --threads {threads} failed: {r.stderr.strip()}")
+        return
+    ctx.row(["ir", "ir-io_uring", f"rn-{threads}t", 1, "", "", "", "", m.group(1), "", "",
+             "user-space Ir per request, callgrind, the serving thread"])
+
+
+def ir_steps(ctx):
+    if not shutil.which("valgrind"):
+        Progress.note("perf/run: no valgrind: the Ir per request of 1 and 2 threads is left out")
+        return []
+    return [(f"ir: rn-{n}t (callgrind)", ir_run, (n,)) for n in (1, 2)]
 
 
 # ---- part 3: scaling -----------------------------------------------------------------------
@@ -273,7 +308,7 @@ def scale_steps(ctx):
 def rows_of(rows, part):
     out = []
     for line in rows:
-        f = line.split(",", 10)
+        f = line.split(",", 11)
         if f[0] == part:
             out.append(f)
     return out
@@ -292,22 +327,41 @@ def summary_cost(rows):
     if not rows:
         return ""
     case = rows[0][1]
-    note = rows[0][10].split(";")[0]
+    note = rows[0][11].split(";")[0]
     lines = ["### Cost of a second loop (rn_http_server --threads 2 vs --threads 1)", "",
              f"HTTP/1.1 keep-alive hello, {note}; server and wrk on every CPU (on 2 cores "
              "they share them, so req/s is the load's as much as the server's; server CPU "
              "per request, user+sys from /proc/<pid>/stat over the run divided by the "
              "requests, is the figure). Medians (min-max) of the rounds.", "",
-             "| server | server CPU µs/request | req/s | other work % |", "|---|---|---|---|"]
-    for name in ("rn-1t", "rn-2t"):
+             "| server | server CPU µs/request | of it user space | req/s | other work % |",
+             "|---|---|---|---|---|"]
+    for name in ("rn-1t", "rn-2t", "rn-1t-half"):
+        if not any(r[2] == name for r in rows):
+            continue
         lines.append(f"| {name} | {fmt_range(col(rows, case, name, 8))} | "
+                     f"{fmt_range(col(rows, case, name, 10))} | "
                      f"{fmt_range(col(rows, case, name, 6), '{:.0f}')} | "
                      f"{col(rows, case, name, 9)[0]:.1f} |")
     a, b = col(rows, case, "rn-2t", 8)[0], col(rows, case, "rn-1t", 8)[0]
     if b > 0:
         ok = "met" if a / b <= 1.10 else "missed"
-        lines += ["", f"Ratio 2 threads / 1 thread in server CPU per request: **{a / b:.3f}x** "
-                  f"(goal <= 1.10x: {ok})."]
+        lines += ["", f"Ratio 2 threads / 1 thread in server CPU per request, the same wrk load: "
+                  f"**{a / b:.3f}x** (goal <= 1.10x: {ok})."]
+    irs = {r[2]: float(r[8]) for r in rows if r[0] == "ir"}
+    if irs.get("rn-1t") and irs.get("rn-2t"):
+        lines.append(f"User-space instructions per request (callgrind, perf/ir_per_request.py "
+                     f"--threads N, one keep-alive connection, the thread that served it): "
+                     f"{irs['rn-1t']:.1f} on 1 thread, {irs['rn-2t']:.1f} on 2: "
+                     f"**{irs['rn-2t'] / irs['rn-1t']:.3f}x**.")
+    h = col(rows, case, "rn-1t-half", 8)[0]
+    if h > 0:
+        lines.append(f"Against one loop with half the connections (rn-1t-half: the load each "
+                     f"loop of rn-2t has): **{a / h:.3f}x**.")
+    ua, ub = col(rows, case, "rn-2t", 10)[0], col(rows, case, "rn-1t", 10)[0]
+    if ub > 0:
+        lines.append(f"User-space CPU per request alone (ringnet's own code; the kernel's "
+                     f"network and scheduling work left out), 2 threads / 1: **{ua / ub:.3f}x** "
+                     "(10 ms ticks: a few percent of resolution).")
     return "\n".join(lines) + "\n"
 
 
@@ -397,7 +451,7 @@ def render(ctx, info, parts):
             "work (builds): the 'other work %' columns say how much ran beside.\n")
     body = []
     if "cost" in parts:
-        body.append(summary_cost(rows_of(ctx.rows, "cost")))
+        body.append(summary_cost(rows_of(ctx.rows, "cost") + rows_of(ctx.rows, "ir")))
     if "xchan" in parts:
         body.append(summary_chan(rows_of(ctx.rows, "xchan")))
     if "scale" in parts:
@@ -428,6 +482,7 @@ def plan(ctx, parts, have_go):
     steps = []
     if "cost" in parts:
         steps += cost_steps(ctx)
+        steps += ir_steps(ctx)
     if "xchan" in parts:
         steps += [s for s in chan_steps(ctx) if have_go or not s[2][0].startswith("go-")]
     if "scale" in parts:
@@ -454,6 +509,8 @@ def run(cfg, root, parts):
         need = prepare.missing_packages()
         if "xchan" in parts and not shutil.which("go"):
             need.append("golang-go")
+        if "cost" in parts and not shutil.which("valgrind"):
+            need.append("valgrind")
         if need:
             prepare.install_packages(need)
     if cfg.build:
