@@ -9,13 +9,8 @@ LONG. Ir per request = (Ir(LONG) - Ir(SHORT)) / (LONG - SHORT), so start-up,
 listen and teardown cancel out. Counts are repeatable to a few Ir.
 
 Usage: perf/ir_per_request.py [--build DIR] [--backend io_uring|epoll|both]
-                              [--short N] [--long N] [--threads N]
---threads N runs the server as rn_http_server --threads N (rn_run_threads,
-a reuseport listener per thread) under callgrind --separate-threads=yes and
-counts the thread that served the connection (the one with the most Ir):
-against --threads 1, what a second loop adds to a request's path (issue 12).
-Prints one line per backend: "ir_per_request backend=NAME ir=X.X" (with
-" threads=N" when --threads is given).
+                              [--short N] [--long N]
+Prints one line per backend: "ir_per_request backend=NAME ir=X.X".
 Exit 0, or 1 when a run failed (the reason on stderr)."""
 import argparse
 import os
@@ -58,23 +53,12 @@ def total_ir(path):
     raise RuntimeError(f"{path}: no totals line")
 
 
-def busiest_thread_ir(out):
-    """--separate-threads: the totals of the thread files of out, the largest."""
-    d, base = os.path.split(out)
-    files = [os.path.join(d, f) for f in os.listdir(d) if f.startswith(base + "-")]
-    if not files:
-        raise RuntimeError(f"{out}: no per-thread callgrind files")
-    return max(total_ir(f) for f in files)
-
-
-def run_once(server, backend, n, tmp, threads=0):
+def run_once(server, backend, n, tmp):
     port = free_port()
-    out = os.path.join(tmp, f"cg.{backend}.{n}.t{threads}")
-    extra = ["--threads", str(threads)] if threads else []
-    sep = ["--separate-threads=yes"] if threads else []
+    out = os.path.join(tmp, f"cg.{backend}.{n}")
     p = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *sep,
-         server, "--port", str(port), "--backend", backend, *extra],
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+         server, "--port", str(port), "--backend", backend],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = p.stdout.readline()
@@ -86,7 +70,7 @@ def run_once(server, backend, n, tmp, threads=0):
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=120)
-    return busiest_thread_ir(out) if threads else total_ir(out)
+    return total_ir(out)
 
 
 def main():
@@ -95,7 +79,6 @@ def main():
     ap.add_argument("--backend", default="both", choices=["io_uring", "epoll", "both"])
     ap.add_argument("--short", type=int, default=2000)
     ap.add_argument("--long", type=int, default=6000)
-    ap.add_argument("--threads", type=int, default=0, help="rn_http_server --threads N")
     a = ap.parse_args()
     server = next((p for p in (os.path.join(a.build, "perf", "rn_http_server"),
                                 os.path.join(a.build, "rn_http_server")) if os.access(p, os.X_OK)),
@@ -109,14 +92,13 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for b in backends:
             try:
-                lo = run_once(server, b, a.short, tmp, a.threads)
-                hi = run_once(server, b, a.long, tmp, a.threads)
+                lo = run_once(server, b, a.short, tmp)
+                hi = run_once(server, b, a.long, tmp)
             except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                 print(f"ir_per_request: {b}: {e}", file=sys.stderr)
                 rc = 1
                 continue
-            t = f" threads={a.threads}" if a.threads else ""
-            print(f"ir_per_request backend={b} ir={(hi - lo) / (a.long - a.short):.1f}{t}",
+            print(f"ir_per_request backend={b} ir={(hi - lo) / (a.long - a.short):.1f}",
                   flush=True)
     return rc
 
