@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 
-from . import loads, prepare, proc, report
+from . import loads, prepare, proc, report, servers
 from .harness import Ctx, Fatal, Progress, Server, wait_rusage
 from .summary import med
 
@@ -53,7 +53,7 @@ CHAN_MODES = [  # (name, program, args); ping-pong first, then streams
     ("go-batch", "go_chanbench", ["-mode", "go-batch"]),
 ]
 CSV = ("part,case,server,round,seconds,count,rate,server_cpu_s,cpu_us_per_op,other_pct,"
-       "user_us_per_op,note")
+       "user_us_per_op,t0_cqes_per_enter,note")
 PINGPONG_OPS, STREAM_OPS = 30000, 4000000
 HANDOFF_NOTE = ("handoff (acceptor + workers through channels) is left out: rn_conn_detach "
                 "is not in this tree")
@@ -147,13 +147,22 @@ def start_server(ctx, name, n, cpus, port):
 
 
 def http_measure(ctx, srv, conns, wrk_threads, wrk_cpus):
-    """One wrk run against srv: (requests, seconds, rate, server CPU s, other %, errors)."""
+    """One wrk run against srv: (requests, seconds, rate, server CPU s, other %, errors,
+    user CPU s, thread 0's completions per io_uring_enter or None)."""
     argv = ["wrk", f"-t{wrk_threads}", f"-c{conns}", f"-d{ctx.cfg.seconds}s",
             f"http://127.0.0.1:{srv.port}/"]
+    rn = srv.name.startswith("rn")
+    s0 = srv.stats_line(1) if rn else ""
     t0, u0, b0 = proc.ticks(srv.pids), proc.ticks(srv.pids, user_only=True), cpus_busy()
     rc, lc = ctx.run_load(argv, ctx.path("wrk.out"), cpu=cpu_list(wrk_cpus))
     t, busy = proc.ticks(srv.pids) - t0, cpus_busy() - b0
     u = proc.ticks(srv.pids, user_only=True) - u0
+    per_enter = None
+    if rn:  # thread 0's loop (the STATS line is its)
+        s1 = srv.stats_line(2)
+        de = servers.field("enter_calls", s1) - servers.field("enter_calls", s0)
+        dc = servers.field("completions", s1) - servers.field("completions", s0)
+        per_enter = dc / de if de > 0 else None
     with open(ctx.path("wrk.out")) as f:
         w = loads.parse_wrk(f.read())
     if rc != 0 or w["reqs"] <= 0:
@@ -162,7 +171,7 @@ def http_measure(ctx, srv, conns, wrk_threads, wrk_cpus):
     d = float(w["dur"])
     hz = proc.HZ
     other = 100 * (busy / hz - t / hz - lc) / (d * ctx.ncpu) if d > 0 else 0.0
-    return w["reqs"], d, float(w["rate"]), t / hz, other, w["errs"], u / hz
+    return w["reqs"], d, float(w["rate"]), t / hz, other, w["errs"], u / hz, per_enter
 
 
 def http_row(ctx, part, case, name, rnd, n, conns, wrk_threads, wrk_cpus, cpus):
@@ -172,8 +181,8 @@ def http_row(ctx, part, case, name, rnd, n, conns, wrk_threads, wrk_cpus, cpus):
         port = proc.free_port()
         srv = start_server(ctx, name, n, cpus, port)
         try:
-            reqs, d, rate, cpu, other, errs, user = http_measure(ctx, srv, conns, wrk_threads,
-                                                                wrk_cpus)
+            reqs, d, rate, cpu, other, errs, user, per_enter = http_measure(
+                ctx, srv, conns, wrk_threads, wrk_cpus)
         finally:
             srv.stop()
         if other <= ctx.cfg.max_other or attempt == 3:
@@ -185,7 +194,8 @@ def http_row(ctx, part, case, name, rnd, n, conns, wrk_threads, wrk_cpus, cpus):
     if errs:
         note += f"; {errs} wrk errors"
     ctx.row([part, case, name, rnd, f"{d:.2f}", reqs, f"{rate:.0f}", f"{cpu:.2f}",
-             f"{cpu * 1e6 / reqs:.3f}", f"{other:.1f}", f"{user * 1e6 / reqs:.3f}", note])
+             f"{cpu * 1e6 / reqs:.3f}", f"{other:.1f}", f"{user * 1e6 / reqs:.3f}",
+             "" if per_enter is None else f"{per_enter:.2f}", note])
 
 
 # ---- part 1: the cost of a second loop -------------------------------------------------
@@ -241,7 +251,7 @@ def chan_run(ctx, name, prog, args, rnd):
     secs, nsop, mops, pcpu = m.group(3), float(m.group(4)), float(m.group(5)), float(m.group(6))
     ctx.row(["xchan", "pingpong" if "pingpong" in name else
              ("batch" if "batch" in name else "stream"), name, rnd, secs, ops,
-             f"{mops * 1e6:.0f}", f"{pcpu:.3f}", f"{nsop:.1f}", f"{other:.1f}", "",
+             f"{mops * 1e6:.0f}", f"{pcpu:.3f}", f"{nsop:.1f}", f"{other:.1f}", "", "",
              "ns per round trip" if "pingpong" in name else "ns per item"])
 
 
@@ -285,7 +295,7 @@ def scale_steps(ctx):
 def rows_of(rows, part):
     out = []
     for line in rows:
-        f = line.split(",", 11)
+        f = line.split(",", 12)
         if f[0] == part:
             out.append(f)
     return out
@@ -304,20 +314,25 @@ def summary_cost(rows):
     if not rows:
         return ""
     case = rows[0][1]
-    note = rows[0][11].split(";")[0]
+    note = rows[0][12].split(";")[0]
     lines = ["### Cost of a second loop (rn_http_server --threads 2 vs --threads 1)", "",
              f"HTTP/1.1 keep-alive hello, {note}; server and wrk on every CPU (on 2 cores "
              "they share them, so req/s is the load's as much as the server's; server CPU "
              "per request, user+sys from /proc/<pid>/stat over the run divided by the "
-             "requests, is the figure). Medians (min-max) of the rounds.", "",
-             "| server | server CPU µs/request | of it user space | req/s | other work % |",
-             "|---|---|---|---|---|"]
+             "requests, is the figure). Completions per io_uring_enter: thread 0's loop's "
+             "STATS counters over the run, how much work each kernel entry brings back (a "
+             "loop that sleeps and wakes more often takes less per entry). Medians (min-max) "
+             "of the rounds.", "",
+             "| server | server CPU µs/request | of it user space | req/s | "
+             "completions per io_uring_enter (thread 0) | other work % |",
+             "|---|---|---|---|---|---|"]
     for name in ("rn-1t", "rn-2t", "rn-1t-half"):
         if not any(r[2] == name for r in rows):
             continue
         lines.append(f"| {name} | {fmt_range(col(rows, case, name, 8))} | "
                      f"{fmt_range(col(rows, case, name, 10))} | "
                      f"{fmt_range(col(rows, case, name, 6), '{:.0f}')} | "
+                     f"{fmt_range(col(rows, case, name, 11), '{:.1f}')} | "
                      f"{col(rows, case, name, 9)[0]:.1f} |")
     a, b = col(rows, case, "rn-2t", 8)[0], col(rows, case, "rn-1t", 8)[0]
     if b > 0:
