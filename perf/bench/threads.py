@@ -6,7 +6,11 @@
          each) against --threads 1, the same wrk load (-t2), interleaved
          rounds; server and load on every CPU (on 2 cores they share them);
          beside them --threads 1 with half the connections (rn-1t-half),
-         the load each loop of the two-thread server has. (Callgrind Ir per
+         the load each loop of the two-thread server has; then the two
+         servers again under `perf record -e cpu-clock` (when perf runs),
+         server CPU per request split into kernel, libringnet and the
+         program, which says whether ringnet's own code costs more on two
+         loops (shared state would show there). (Callgrind Ir per
          request of --threads 2 was tried: under valgrind the threaded
          server does not stop on SIGTERM, so it is not here.)
   xchan  cross-thread hand-over between two pinned threads: ping-pong
@@ -32,6 +36,7 @@ perf/RESULTS.md's run log."""
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -215,6 +220,102 @@ def cost_steps(ctx):
                     ("cost", f"hello-c{conns}", "rn-1t-half", r, 1, max(2, conns // 2), 2, allc,
                      allc)))
     return out
+
+
+# ---- part 1b: where a request's server CPU goes, by sampling --------------------------
+
+PROF_PERIOD_NS = 250000  # one cpu-clock sample per 250 µs of the server's CPU time
+
+
+def perf_works():
+    """Whether `perf record -e cpu-clock` runs here (no hardware counters are needed)."""
+    if not shutil.which("perf"):
+        return False
+    r = subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-o", "/dev/null", "--",
+                        "true"], capture_output=True)
+    return r.returncode == 0
+
+
+def prof_run(ctx, n, rnd, conns, cpus):
+    """rn_http_server --threads n under `perf record -e cpu-clock` during one wrk run:
+    the server's CPU per request split into the kernel, libringnet and the program."""
+    port = proc.free_port()
+    srv = start_server(ctx, f"rn-{n}t", n, cpus, port)
+    data = ctx.path(f"prof-{n}-{rnd}.data")
+    try:
+        rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-c",
+                                str(PROF_PERIOD_NS), "-p", str(srv.p.pid), "-o", data],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        argv = ["wrk", "-t2", f"-c{conns}", f"-d{ctx.cfg.seconds}s",
+                f"http://127.0.0.1:{srv.port}/"]
+        rc, _ = ctx.run_load(argv, ctx.path("wrk.out"), cpu=cpu_list(cpus))
+        rec.send_signal(signal.SIGINT)
+        rec.wait(timeout=60)
+    finally:
+        srv.stop()
+    with open(ctx.path("wrk.out")) as f:
+        w = loads.parse_wrk(f.read())
+    if rc != 0 or w["reqs"] <= 0:
+        raise Fatal("perf/run: wrk failed under perf record")
+    r = subprocess.run(["perf", "report", "-i", data, "-n", "--no-children", "--sort", "dso",
+                        "--stdio", "-g", "none"], capture_output=True, text=True)
+    by = {"kernel": 0, "libringnet": 0, "program": 0, "other": 0}
+    for line in r.stdout.splitlines():
+        v = line.split()
+        if len(v) < 3 or not v[0].endswith("%") or not v[1].isdigit():
+            continue
+        k = ("kernel" if v[2].startswith("[kernel") else "libringnet" if "libringnet" in v[2]
+             else "program" if v[2] == "rn_http_server" else "other")
+        by[k] += int(v[1])
+    us = {k: c * PROF_PERIOD_NS / 1e3 / w["reqs"] for k, c in by.items()}
+    total = sum(us.values())
+    ctx.row(["prof", f"hello-c{conns}", f"rn-{n}t", rnd, w["dur"], w["reqs"], w["rate"], "",
+             f"{total:.3f}", "", f"{us['libringnet']:.3f}", "",
+             f"kernel={us['kernel']:.3f} program={us['program']:.3f} other={us['other']:.3f}"])
+
+
+def prof_steps(ctx):
+    if not perf_works():
+        Progress.note("perf/run: `perf record -e cpu-clock` does not run here (Debian: "
+                      "linux-perf): the sampled split of server CPU per request is left out")
+        return []
+    allc = affinity_cpus()
+    conns = ctx.cfg.http_conns[0] if ctx.cfg.http_conns else 256
+    return [(f"prof: rn-{n}t (perf record), round {r}", prof_run, (n, r, conns, allc))
+            for r in range(1, ctx.cfg.rounds + 1) for n in (1, 2)]
+
+
+def summary_prof(rows):
+    if not rows:
+        return ""
+
+    def part(name, key):
+        vals = []
+        for r in rows:
+            if r[2] != name:
+                continue
+            if key == "total":
+                vals.append(r[8])
+            elif key == "libringnet":
+                vals.append(r[10])
+            else:
+                kv = dict(x.split("=") for x in r[12].split())
+                vals.append(kv[key])
+        return med(vals)[0]
+    lines = ["Where it goes, sampled: the same two servers under `perf record -e cpu-clock` "
+             f"(one sample per {PROF_PERIOD_NS // 1000} µs of the server's CPU; no hardware "
+             "counters needed), server CPU µs per request by where the samples fell, medians "
+             "of the rounds:", "",
+             "| | total | kernel | libringnet | rn_http_server |", "|---|---|---|---|---|"]
+    vals = {}
+    for name in ("rn-1t", "rn-2t"):
+        vals[name] = [part(name, k) for k in ("total", "kernel", "libringnet", "program")]
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals[name]) + " |")
+    a, b = vals["rn-2t"], vals["rn-1t"]
+    lines.append("| 2t / 1t | " + " | ".join(f"**{x / y:.2f}x**" if y else "-"
+                                               for x, y in zip(a, b)) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # ---- part 2: cross-thread hand-over ------------------------------------------------------
@@ -438,6 +539,7 @@ def render(ctx, info, parts):
     body = []
     if "cost" in parts:
         body.append(summary_cost(rows_of(ctx.rows, "cost")))
+        body.append(summary_prof(rows_of(ctx.rows, "prof")))
     if "xchan" in parts:
         body.append(summary_chan(rows_of(ctx.rows, "xchan")))
     if "scale" in parts:
@@ -468,6 +570,7 @@ def plan(ctx, parts, have_go):
     steps = []
     if "cost" in parts:
         steps += cost_steps(ctx)
+        steps += prof_steps(ctx)
     if "xchan" in parts:
         steps += [s for s in chan_steps(ctx) if have_go or not s[2][0].startswith("go-")]
     if "scale" in parts:
