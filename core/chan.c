@@ -43,8 +43,9 @@ struct rn_chan {
     bool freed;   /* rn_chan_free came while tasks still waited: the last to leave frees */
     size_t users; /* waiters inside a wait (they touch the channel after waking) */
     struct wlist senders, receivers;
-    /* The loops of the last send and the last receive (atomic; compared,
-     * never followed): chan_spin spins only for a partner on another thread. */
+    /* Capacity 1 only: the loops of the last send and the last receive
+     * (atomic; compared, never followed): chan_spin spins only for a
+     * partner on another thread. */
     struct rn__loop *last_send, *last_recv;
 };
 
@@ -232,9 +233,11 @@ RN_EXPORT int rn_chan_send(rn_chan *ch, void *item, int64_t ms)
 {
     if (!ch)
         return rn__err(-EINVAL, "rn_chan_send: the channel is NULL");
-    struct rn__loop *me = rn__loop_peek();
-    if (__atomic_load_n(&ch->last_send, __ATOMIC_RELAXED) != me)
-        __atomic_store_n(&ch->last_send, me, __ATOMIC_RELAXED);
+    if (ch->cap == 1) { /* only these spin (chan_spin), so only these keep track */
+        struct rn__loop *me = rn__loop_peek();
+        if (__atomic_load_n(&ch->last_send, __ATOMIC_RELAXED) != me)
+            __atomic_store_n(&ch->last_send, me, __ATOMIC_RELAXED);
+    }
     bool spun = false;
     for (;;) {
         pthread_mutex_lock(&ch->mu);
@@ -279,9 +282,11 @@ RN_EXPORT int rn_chan_recv(rn_chan *ch, void **item, int64_t ms)
         return rn__err(-EINVAL, "rn_chan_recv: the channel is NULL");
     if (!item)
         return rn__err(-EINVAL, "rn_chan_recv: item is NULL");
-    struct rn__loop *me = rn__loop_peek();
-    if (__atomic_load_n(&ch->last_recv, __ATOMIC_RELAXED) != me)
-        __atomic_store_n(&ch->last_recv, me, __ATOMIC_RELAXED);
+    if (ch->cap == 1) { /* only these spin (chan_spin), so only these keep track */
+        struct rn__loop *me = rn__loop_peek();
+        if (__atomic_load_n(&ch->last_recv, __ATOMIC_RELAXED) != me)
+            __atomic_store_n(&ch->last_recv, me, __ATOMIC_RELAXED);
+    }
     bool spun = false;
     for (;;) {
         pthread_mutex_lock(&ch->mu);
