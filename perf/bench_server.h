@@ -117,7 +117,8 @@ static inline void bench_watcher(void *arg)
     rn_server *s = arg;
     while (!bench_want_stop) {
         rn_sleep(20);
-        if (bench_want_stats) {
+        /* Under rn_run_threads every thread has a watcher; thread 0's answers. */
+        if (bench_want_stats && rn_thread_index() <= 0) {
             bench_want_stats = 0;
             bench_print_stats();
         }

@@ -6,8 +6,12 @@
  * a Server value of the same length and the Date refreshed once a second.
  *
  * Usage: rn_http_server [--port N] [--backend io_uring|epoll|auto]
- *                       [--stack BYTES] [--bufsize BYTES]
- * Prints "listening <addr> backend <name>" once ready; on SIGUSR1 prints
+ *                       [--stack BYTES] [--bufsize BYTES] [--threads N]
+ * --threads N (1..1024): rn_run_threads(N), each thread with its own
+ * listener on the port (rn_tcp_listen_reuseport) and its own answers, so the
+ * threads share nothing; without it, one loop (rn_run, the classic server).
+ * Prints "listening <addr> backend <name>" once ready (once per thread with
+ * --threads; STATS are then thread 0's loop's); on SIGUSR1 prints
  *   STATS ops_submitted=.. enter_calls=.. completions=.. task_switches=.. tasks_spawned=..
  * on stderr. SIGTERM/SIGINT end it. */
 #define _GNU_SOURCE
@@ -25,9 +29,12 @@
 
 static struct bench_opts opt = {9000, 4096};
 
-static char answers[160 * RESP_REPEAT]; /* the answer, RESP_REPEAT times */
-static size_t answer_len;
-static time_t answer_date;
+static int nthreads; /* --threads; 0: one loop under rn_run */
+
+/* Per thread (--threads): each refreshes its own Date, nothing is shared. */
+static _Thread_local char answers[160 * RESP_REPEAT]; /* the answer, RESP_REPEAT times */
+static _Thread_local size_t answer_len;
+static _Thread_local time_t answer_date;
 
 static void build_answers(time_t now)
 {
@@ -78,7 +85,9 @@ static void main_task(void *arg)
 {
     (void)arg;
     rn_server *s;
-    int rc = rn_tcp_listen(&s, "127.0.0.1", opt.port);
+    build_answers(time(NULL));
+    int rc = nthreads > 0 ? rn_tcp_listen_reuseport(&s, "127.0.0.1", opt.port)
+                          : rn_tcp_listen(&s, "127.0.0.1", opt.port);
     if (rc < 0) {
         fprintf(stderr, "listen: %s (%s)\n", rn_strerror(rc), rn_last_error());
         exit(1);
@@ -92,10 +101,18 @@ int main(int argc, char **argv)
         int r = bench_common_option(argc, argv, &i, &opt);
         if (r < 0)
             return 2;
+        if (r == 0 && !strcmp(argv[i], "--threads") && i + 1 < argc) {
+            nthreads = atoi(argv[++i]);
+            if (nthreads < 1 || nthreads > 1024) {
+                fprintf(stderr, "--threads must be 1..1024\n");
+                return 2;
+            }
+            continue;
+        }
         if (r == 0) {
             fprintf(stderr,
                     "usage: %s [--port N] [--backend io_uring|epoll|auto] [--stack BYTES] "
-                    "[--bufsize BYTES]\n",
+                    "[--bufsize BYTES] [--threads N]\n",
                     argv[0]);
             return 2;
         }
@@ -105,7 +122,15 @@ int main(int argc, char **argv)
         return 2;
     }
     bench_raise_nofile("rn_http_server");
-    build_answers(time(NULL));
     bench_signals(0);
+    if (nthreads > 0) {
+        int rc = rn_run_threads(nthreads, main_task, NULL);
+        if (rc < 0) {
+            fprintf(stderr, "rn_http_server: rn_run_threads: %s (%s)\n", rn_strerror(rc),
+                    rn_last_error());
+            return 1;
+        }
+        return 0;
+    }
     return bench_run("rn_http_server", main_task);
 }

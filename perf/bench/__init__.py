@@ -13,4 +13,5 @@ report    chart (gnuplot) and perf/RESULTS.md
 compare   --echo-compare and --tls-compare, the two engines or TLS builds
 ir        --ir: callgrind instructions per request (perf/ir_per_request.py)
 tls_compare  --tls-compare's builds, rounds and table
+threads   --threads and --scale: issue 12 (second loop, channels, scaling)
 """

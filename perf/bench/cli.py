@@ -47,6 +47,15 @@ Modes other than the benchmarks above:
                   perf/tls_bench.sh; defaults 5 rounds, 3 s, --bytes 1 GiB)
   --ir            user-space instructions per HTTP request per backend under
                   callgrind (perf/ir_per_request.py)
+  --threads       issue 12 in one go: the cost of a second loop (server CPU
+                  per request of rn_http_server --threads 2 vs 1, wrk -t2
+                  -c256), cross-thread hand-over (ringnet channels vs pipes
+                  vs Go channels: ping-pong and streaming, perf/chan_bench,
+                  perf/go/chanbench) and the scaling table at the thread
+                  counts that fit (defaults 5 rounds of 5 s)
+  --scale         the scaling table alone: hello server on --nthreads
+                  threads vs nginx with as many workers (perf/scale.sh runs
+                  it on a many-core machine; defaults 3 rounds of 5 s)
 
 Outputs: the progress line on stderr; the summary (Markdown) on stdout; raw
 rows perf/results/<stamp>/runs.csv, chart.png (gnuplot) and summary.md; the
@@ -55,7 +64,7 @@ summary appended to perf/RESULTS.md's run log (--no-append: not)."""
 
 @dataclasses.dataclass
 class Config:
-    mode: str            # "bench", "echo-compare", "tls-compare", "ir"
+    mode: str            # "bench", "echo-compare", "tls-compare", "ir", "threads", "scale"
     benches: list
     seconds: int
     rounds: int
@@ -78,6 +87,7 @@ class Config:
     idle_tls_conns: int = 2000
     tls_bulk_bytes: int = 256 << 20
     no_aesni: bool = False
+    nthreads: list = dataclasses.field(default_factory=lambda: [1, 2, 4, 8, 16])
 
 
 def _parser():
@@ -112,6 +122,12 @@ def _parser():
       help="Debian's wolfSSL, AES-NI wolfSSL, openssl s_server (was perf/tls_bench.sh)")
     a("--ir", action="store_const", const="ir", dest="mode",
       help="callgrind Ir per HTTP request per backend (perf/ir_per_request.py)")
+    a("--threads", action="store_const", const="threads", dest="mode",
+      help="issue 12: cost of a second loop, cross-thread hand-over, scaling (perf/bench/threads.py)")
+    a("--scale", action="store_const", const="scale", dest="mode",
+      help="the scaling table alone (hello server on n threads vs nginx with n workers)")
+    a("--nthreads", metavar="LIST", help='--scale/--threads: thread counts (default "1 2 4 8 16"; '
+      'those over the CPU count are skipped)')
     a("--sizes", metavar="LIST", help='echo message sizes (default "64 1024"; '
       '--echo-compare: "64")')
     a("--bytes", metavar="B", help="--tls-compare: bytes per bulk run (default 1 GiB)")
@@ -154,6 +170,10 @@ def _defaults(mode, quick):
         return 5, 3
     if mode == "tls-compare":
         return 3, 5
+    if mode == "threads":
+        return (2, 1) if quick else (5, 5)
+    if mode == "scale":
+        return (2, 1) if quick else (5, 3)
     return (2, 1) if quick else (3, 3)
 
 
@@ -171,11 +191,13 @@ def parse(argv):
     sizes_default = "64" if mode == "echo-compare" else "64 1024"
     return Config(
         mode=mode, benches=_benches(a.only), seconds=seconds[0], rounds=rounds[0],
-        http_conns=_ints(a.conns or "16 256 1000", 1, 5000, "connection counts"),
+        http_conns=_ints(a.conns or ("256" if mode in ("threads", "scale") else "16 256 1000"),
+                         1, 5000, "connection counts"),
         echo_conns=_ints(a.conns or echo_default, 1, 5000, "connection counts"),
         echo_sizes=_ints(a.sizes or sizes_default, 1, 1 << 20, "--sizes"),
         quick=a.quick, max_other=int(a.max_other), install=not a.no_install,
         build=not a.no_build, append=not a.no_append, dry_run=a.dry_run,
         bulk_bytes=(256 << 20) if a.quick else (1 << 30),
         tls_bytes=_ints(a.bytes or str(1 << 30), 1 << 20, 1 << 40, "--bytes")[0],
-        build_dir=a.build_dir, out_dir=a.out, no_aesni=a.no_aesni)
+        build_dir=a.build_dir, out_dir=a.out, no_aesni=a.no_aesni,
+        nthreads=_ints(a.nthreads or "1 2 4 8 16", 1, 4096, "--nthreads"))

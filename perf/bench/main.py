@@ -4,7 +4,7 @@ import sys
 import tempfile
 import time
 
-from . import aesni, cli, compare, ir, loads, others, prepare, proc, report, summary
+from . import aesni, cli, compare, ir, loads, others, prepare, proc, report, summary, threads
 from .harness import CSV_HEADER, Ctx, Fatal, Progress, run_groups
 from .others import Group
 
@@ -132,7 +132,7 @@ def main(argv):
     os.chdir(root)
     cfg = cli.parse(argv)
     modes = {"bench": bench, "echo-compare": compare.echo, "tls-compare": compare.tls,
-             "ir": ir.run}
+             "ir": ir.run, "threads": threads.threads, "scale": threads.scale}
     try:
         return modes[cfg.mode](cfg, root)
     except Fatal as e:

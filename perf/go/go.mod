@@ -1,0 +1,3 @@
+module ringnet/perf/go
+
+go 1.19
