@@ -26,7 +26,9 @@
  * ThreadSanitizer does not see: a new ring at the address of one another
  * thread freed would inherit that thread's accesses (a false race). Every
  * ring's end happens before every later ring's start, as the kernel
- * orders them: say so. */
+ * orders them: say so, both before a ring is made and once it is mapped
+ * (an acquire made before another thread's release does not see it, and
+ * that thread's unmap may come between the two). */
 void __tsan_acquire(void *addr);
 void __tsan_release(void *addr);
 static char tsan_ring_order;
@@ -107,6 +109,9 @@ static int uring_init(struct rn__loop *loop, void **state, char *why, size_t why
         free(u);
         return rc;
     }
+    /* Again now that the ring is mapped: another thread may have ended its
+     * ring, at the address this one got, after the acquire above. */
+    tsan_ring_start();
     struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
     if (!probe) {
         snprintf(why, whylen, "the opcode probe (io_uring_register PROBE) failed");
@@ -487,6 +492,7 @@ static bool defer_ring_wakes_pollers(void)
         int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
         tsan_ring_start();
         if (tfd >= 0 && io_uring_queue_init_params(2, &r, &p) == 0) {
+            tsan_ring_start(); /* as in uring_init: mapped now */
             struct __kernel_timespec ts = {0, 1000000};
             struct io_uring_sqe *sqe = io_uring_get_sqe(&r);
             io_uring_prep_timeout(sqe, &ts, 0, 0);
