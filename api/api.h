@@ -76,8 +76,8 @@ struct rn_conn {
     bool detaching;     /* rn_conn_detach waits for the backend to let go of the fd */
     bool detach_cancel; /* a close came meanwhile: the detach gives way to it */
     bool destroying;    /* rn__conn_destroy has begun */
-    bool reset;      /* rn_server_drain reset it: calls fail, its owner's close frees it */
-    bool no_goodbye; /* rn_conn_abort: no stream-layer goodbye (TLS close_notify) */
+    bool reset;         /* rn_server_drain reset it: calls fail, its owner's close frees it */
+    bool no_goodbye;    /* rn_conn_abort: no stream-layer goodbye (TLS close_notify) */
 };
 
 /* What a listener does to each connection it accepts (rn_tls_listen makes

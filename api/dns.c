@@ -80,8 +80,7 @@ static int lookup(struct rn__loop *loop, const char *host, int64_t deadline, str
     if (rc == -ETIMEDOUT)
         return rn__err(rc, "resolve %s: timed out (rn_set_connect_timeout)", host);
     if (rc == -EAGAIN)
-        return rn__err(rc, "resolve %s: cannot start a resolver thread: %s", host,
-                       rn_strerror(rc));
+        return rn__err(rc, "resolve %s: cannot start a resolver thread: %s", host, rn_strerror(rc));
     if (rc < 0)
         return rn__err(rc, "resolve %s: %s", host, rn_strerror(rc));
     *out = j;

@@ -73,8 +73,9 @@ static int quiesce(rn_conn *c)
         return rn__err(RN_ECLOSED, "detach: the connection was closed while it was being detached");
     }
     if (c->reset || f->closing)
-        return rn__err(RN_ECLOSED,
-                       "detach: the server's drain reset the connection while it was being detached");
+        return rn__err(
+            RN_ECLOSED,
+            "detach: the server's drain reset the connection while it was being detached");
     return 0;
 }
 
@@ -83,7 +84,8 @@ RN_EXPORT int rn_conn_detach(rn_conn *c)
     if (!c)
         return rn__err(-EINVAL, "detach: the connection is NULL");
     if (c->detached)
-        return rn__err(-EXDEV, "detach: the connection is detached already (rn_conn_attach it first)");
+        return rn__err(-EXDEV,
+                       "detach: the connection is detached already (rn_conn_attach it first)");
     struct rn__loop *loop = c->loop;
     if (rn__loop_peek() != loop)
         return rn__err(-EXDEV, "detach: the connection belongs to another thread");

@@ -25,10 +25,10 @@
 #include <time.h>
 
 struct job {
-    int refs;            /* atomic: the waiter's and the worker's */
-    int done;            /* atomic, release/acquire: fn has returned */
-    rn_task_fn fn;       /* the work */
-    void *arg;           /* its argument */
+    int refs;                   /* atomic: the waiter's and the worker's */
+    int done;                   /* atomic, release/acquire: fn has returned */
+    rn_task_fn fn;              /* the work */
+    void *arg;                  /* its argument */
     void (*release)(void *arg); /* rn__offload_until: frees arg when the waiter left first */
     pthread_mutex_t mu;         /* guards waiter: the worker wakes it only while it waits */
     struct rn__task *waiter;    /* NULL once it has left */
@@ -190,8 +190,7 @@ int rn__offload_until(struct rn__loop *loop, rn_task_fn fn, void *arg, void (*re
     rn__xt_ref(xt);
     rc = pool_push(j);
     if (rc < 0) {
-        rc = rn__err(rc, "cannot start a worker thread for the offload pool: %s",
-                     rn_strerror(rc));
+        rc = rn__err(rc, "cannot start a worker thread for the offload pool: %s", rn_strerror(rc));
         pthread_mutex_destroy(&j->mu);
         rn_loop_release(xt);
         free(j);
@@ -240,8 +239,9 @@ RN_EXPORT int rn_offload(rn_task_fn fn, void *arg)
         return rn__loop_error();
     int rc = rn__offload_until(loop, fn, arg, NULL, 0);
     if (rc == -EAGAIN)
-        rc = rn__err(-ENOMEM, "rn_offload: cannot start a worker thread (%s: out of threads "
-                              "or memory)",
+        rc = rn__err(-ENOMEM,
+                     "rn_offload: cannot start a worker thread (%s: out of threads "
+                     "or memory)",
                      rn__errname(rc));
     return rc;
 }

@@ -180,49 +180,50 @@ void MoveWithQueuedBytes(const char *backend, const char *target, BackendTest *)
     constexpr uint32_t kUp = 5, kDown = 6;
     std::thread src = LoopThread(backend, [&] {
         EXPECT_EQ(0, RunTask([&] {
-            Pair p;
-            ASSERT_TRUE(MakePair(&p));
-            rn_conn *acc = p.acc;
-            /* A read that empties the socket (io_uring: the next read arms
-             * its standing multishot recv). */
-            ASSERT_EQ(0, rn_conn_write_all(p.cli, Pattern(100, kUp).data(), 100));
-            ASSERT_TRUE(ReadPattern(acc, 0, 100, kUp));
-            /* A read_exact that times out keeps what it got. */
-            ASSERT_EQ(0, rn_conn_write_all(p.cli, Pattern(3000, kUp, 100).data(), 3000));
-            rn_conn_set_read_deadline(acc, 300);
-            std::vector<char> big(10000);
-            ASSERT_EQ(-ETIMEDOUT, rn_conn_read_exact(acc, big.data(), big.size()));
-            /* More arrives after it (io_uring: queued on the connection by the
-             * multishot the read_exact left armed), and the source reads only
-             * part of what is there. */
-            ASSERT_EQ(0, rn_conn_write_all(p.cli, Pattern(20000, kUp, 3100).data(), 20000));
-            rn_sleep(50);
-            ASSERT_TRUE(ReadPattern(acc, 100, 1000, kUp));
-            ASSERT_EQ(0, rn_conn_detach(acc)) << rn_last_error();
+                      Pair p;
+                      ASSERT_TRUE(MakePair(&p));
+                      rn_conn *acc = p.acc;
+                      /* A read that empties the socket (io_uring: the next read arms
+                       * its standing multishot recv). */
+                      ASSERT_EQ(0, rn_conn_write_all(p.cli, Pattern(100, kUp).data(), 100));
+                      ASSERT_TRUE(ReadPattern(acc, 0, 100, kUp));
+                      /* A read_exact that times out keeps what it got. */
+                      ASSERT_EQ(0, rn_conn_write_all(p.cli, Pattern(3000, kUp, 100).data(), 3000));
+                      rn_conn_set_read_deadline(acc, 300);
+                      std::vector<char> big(10000);
+                      ASSERT_EQ(-ETIMEDOUT, rn_conn_read_exact(acc, big.data(), big.size()));
+                      /* More arrives after it (io_uring: queued on the connection by the
+                       * multishot the read_exact left armed), and the source reads only
+                       * part of what is there. */
+                      ASSERT_EQ(0, rn_conn_write_all(p.cli, Pattern(20000, kUp, 3100).data(), 20000));
+                      rn_sleep(50);
+                      ASSERT_TRUE(ReadPattern(acc, 100, 1000, kUp));
+                      ASSERT_EQ(0, rn_conn_detach(acc)) << rn_last_error();
 
-            OnThread(target, [&] {
-                ASSERT_EQ(0, rn_conn_attach(acc)) << rn_last_error();
-                EXPECT_STREQ(target, rn_backend_name());
-                /* Every byte, in order, in reads of varied sizes. */
-                ASSERT_TRUE(ReadPattern(acc, 1100, 500, kUp, 7));
-                ASSERT_TRUE(ReadPattern(acc, 1600, 21500, kUp, 3000));
-                /* The read deadline came along: nothing more comes. */
-                char b[16];
-                ssize_t r = 0;
-                int64_t took = MsTaken([&] { r = rn_conn_read(acc, b, sizeof b); });
-                EXPECT_EQ(-ETIMEDOUT, r) << Err(r);
-                EXPECT_GE(took, 290);
-                ASSERT_EQ(0, rn_conn_write_all(acc, Pattern(5000, kDown).data(), 5000)) << rn_last_error();
-                ASSERT_EQ(0, rn_conn_detach(acc)) << rn_last_error();
-            });
+                      OnThread(target, [&] {
+                          ASSERT_EQ(0, rn_conn_attach(acc)) << rn_last_error();
+                          EXPECT_STREQ(target, rn_backend_name());
+                          /* Every byte, in order, in reads of varied sizes. */
+                          ASSERT_TRUE(ReadPattern(acc, 1100, 500, kUp, 7));
+                          ASSERT_TRUE(ReadPattern(acc, 1600, 21500, kUp, 3000));
+                          /* The read deadline came along: nothing more comes. */
+                          char b[16];
+                          ssize_t r = 0;
+                          int64_t took = MsTaken([&] { r = rn_conn_read(acc, b, sizeof b); });
+                          EXPECT_EQ(-ETIMEDOUT, r) << Err(r);
+                          EXPECT_GE(took, 290);
+                          ASSERT_EQ(0, rn_conn_write_all(acc, Pattern(5000, kDown).data(), 5000)) << rn_last_error();
+                          ASSERT_EQ(0, rn_conn_detach(acc)) << rn_last_error();
+                      });
 
-            /* Home again: the source thread talks on it. */
-            ASSERT_EQ(0, rn_conn_attach(acc)) << rn_last_error();
-            ASSERT_TRUE(ReadPattern(p.cli, 0, 5000, kDown));
-            ASSERT_EQ(0, rn_conn_write_all(p.cli, "ok", 2));
-            char b[4];
-            ASSERT_EQ(0, rn_conn_read_exact(acc, b, 2)) << rn_last_error();
-        })) << rn_last_error();
+                      /* Home again: the source thread talks on it. */
+                      ASSERT_EQ(0, rn_conn_attach(acc)) << rn_last_error();
+                      ASSERT_TRUE(ReadPattern(p.cli, 0, 5000, kDown));
+                      ASSERT_EQ(0, rn_conn_write_all(p.cli, "ok", 2));
+                      char b[4];
+                      ASSERT_EQ(0, rn_conn_read_exact(acc, b, 2)) << rn_last_error();
+                  }))
+            << rn_last_error();
     });
     src.join();
 }
@@ -245,25 +246,26 @@ TEST_P(DetachTest, ALentReadEndsAtTheDetachAndTheBytesAfterItFollow) {
     constexpr uint32_t kSeed = 9;
     std::thread src = LoopThread(backend(), [&] {
         EXPECT_EQ(0, RunTask([&] {
-            Pair p;
-            ASSERT_TRUE(MakePair(&p));
-            rn_conn *acc = p.acc;
-            ASSERT_EQ(0, rn_conn_write_all(p.cli, Pattern(100, kSeed).data(), 100));
-            ASSERT_TRUE(ReadPattern(acc, 0, 100, kSeed));
-            ASSERT_EQ(0, rn_conn_write_all(p.cli, Pattern(40000, kSeed, 100).data(), 40000));
-            const void *data = nullptr;
-            ssize_t n = rn_conn_read_lent(acc, &data);
-            ASSERT_GT(n, 0) << Err(n);
-            ASSERT_EQ(-1, FirstPatternMismatch(data, (size_t)n, 100, kSeed));
-            rn_sleep(20); /* the rest arrives (io_uring: into the queue) */
-            ASSERT_EQ(0, rn_conn_detach(acc)) << rn_last_error();
-            OnThread(backend(), [&] {
-                ASSERT_EQ(0, rn_conn_attach(acc)) << rn_last_error();
-                ASSERT_TRUE(ReadPattern(acc, 100 + (uint64_t)n, 40000 - (size_t)n, kSeed, 5000));
-                ASSERT_EQ(0, rn_conn_detach(acc)) << rn_last_error();
-            });
-            ASSERT_EQ(0, rn_conn_attach(acc)) << rn_last_error();
-        })) << rn_last_error();
+                      Pair p;
+                      ASSERT_TRUE(MakePair(&p));
+                      rn_conn *acc = p.acc;
+                      ASSERT_EQ(0, rn_conn_write_all(p.cli, Pattern(100, kSeed).data(), 100));
+                      ASSERT_TRUE(ReadPattern(acc, 0, 100, kSeed));
+                      ASSERT_EQ(0, rn_conn_write_all(p.cli, Pattern(40000, kSeed, 100).data(), 40000));
+                      const void *data = nullptr;
+                      ssize_t n = rn_conn_read_lent(acc, &data);
+                      ASSERT_GT(n, 0) << Err(n);
+                      ASSERT_EQ(-1, FirstPatternMismatch(data, (size_t)n, 100, kSeed));
+                      rn_sleep(20); /* the rest arrives (io_uring: into the queue) */
+                      ASSERT_EQ(0, rn_conn_detach(acc)) << rn_last_error();
+                      OnThread(backend(), [&] {
+                          ASSERT_EQ(0, rn_conn_attach(acc)) << rn_last_error();
+                          ASSERT_TRUE(ReadPattern(acc, 100 + (uint64_t)n, 40000 - (size_t)n, kSeed, 5000));
+                          ASSERT_EQ(0, rn_conn_detach(acc)) << rn_last_error();
+                      });
+                      ASSERT_EQ(0, rn_conn_attach(acc)) << rn_last_error();
+                  }))
+            << rn_last_error();
     });
     src.join();
 }
@@ -401,27 +403,28 @@ TEST_P(DetachTest, DetachRacingThePeersResetDeliversTheBytesThenTheReset) {
         rn_loop_release(rn_loop_self());
         ready.set_value();
         EXPECT_EQ(0, RunTask([&] {
-            void *item;
-            while (rn_chan_recv(to_worker, &item, -1) == 0) {
-                Round *r = static_cast<Round *>(item);
-                r->bytes_ok = false;
-                if (rn_conn_attach(r->c) == 0) {
-                    ::testing::AssertionResult ok = ReadPattern(r->c, r->first, r->total - r->first, r->seed, 997);
-                    r->bytes_ok = ok;
-                    if (!ok)
-                        r->detail = ok.message();
-                    char b[64];
-                    r->end = rn_conn_read(r->c, b, sizeof b);
-                    if (r->end < 0)
-                        r->detail += rn_last_error();
-                } else {
-                    r->end = -9999;
-                    r->detail = rn_last_error();
-                }
-                EXPECT_EQ(0, rn_conn_close(r->c));
-                EXPECT_EQ(0, rn_chan_send(back, r, -1));
-            }
-        }));
+                      void *item;
+                      while (rn_chan_recv(to_worker, &item, -1) == 0) {
+                          Round *r = static_cast<Round *>(item);
+                          r->bytes_ok = false;
+                          if (rn_conn_attach(r->c) == 0) {
+                              ::testing::AssertionResult ok =
+                                  ReadPattern(r->c, r->first, r->total - r->first, r->seed, 997);
+                              r->bytes_ok = ok;
+                              if (!ok)
+                                  r->detail = ok.message();
+                              char b[64];
+                              r->end = rn_conn_read(r->c, b, sizeof b);
+                              if (r->end < 0)
+                                  r->detail += rn_last_error();
+                          } else {
+                              r->end = -9999;
+                              r->detail = rn_last_error();
+                          }
+                          EXPECT_EQ(0, rn_conn_close(r->c));
+                          EXPECT_EQ(0, rn_chan_send(back, r, -1));
+                      }
+                  }));
     });
     ready.get_future().wait();
     OnLoopRun([&] {
@@ -562,59 +565,60 @@ void AcceptorAndWorkers(const char *backend, rn_tls_config *scfg, rn_tls_config 
         port_p.set_value(rc == 0 ? PortOf(rn_server_addr(srv)) : -1);
         ASSERT_EQ(0, rc) << rn_last_error();
         EXPECT_EQ(0, RunTask([&] {
-            for (int i = 0; i < kClients; i++) {
-                rn_conn *c = nullptr;
-                ASSERT_EQ(0, rn_server_accept(srv, &c)) << rn_last_error();
-                RNT_SPAWN([&, c] {
-                    rn_conn_set_deadline(c, 30000);
-                    unsigned char h[8];
-                    int r = rn_conn_read_exact(c, h, 8);
-                    EXPECT_EQ(0, r) << Err(r);
-                    if (r != 0) {
-                        rn_conn_close(c);
-                        handed++;
-                        return;
-                    }
-                    auto *ho = new Handoff{c, 0, 0, &worker_attach, &echoed};
-                    memcpy(&ho->id, h, 4);
-                    memcpy(&ho->len, h + 4, 4);
-                    EXPECT_EQ(0, rn_conn_detach(c)) << rn_last_error();
-                    if (via_spawn) {
-                        /* Straight onto a worker's loop, as a task there. */
-                        rn_loop *l = pool.loops[ho->id % kWorkers];
-                        EXPECT_EQ(0, rn_loop_spawn(l, ServeTask, ho)) << rn_last_error();
-                    } else {
-                        EXPECT_EQ(0, rn_chan_send(ch, ho, -1));
-                    }
-                    handed++;
-                });
-            }
-            ASSERT_TRUE(WaitUntil([&] { return handed == kClients; }, 60000));
-            rn_chan_close(ch); /* the workers take what is queued, then stop */
-        })) << rn_last_error();
+                      for (int i = 0; i < kClients; i++) {
+                          rn_conn *c = nullptr;
+                          ASSERT_EQ(0, rn_server_accept(srv, &c)) << rn_last_error();
+                          RNT_SPAWN([&, c] {
+                              rn_conn_set_deadline(c, 30000);
+                              unsigned char h[8];
+                              int r = rn_conn_read_exact(c, h, 8);
+                              EXPECT_EQ(0, r) << Err(r);
+                              if (r != 0) {
+                                  rn_conn_close(c);
+                                  handed++;
+                                  return;
+                              }
+                              auto *ho = new Handoff{c, 0, 0, &worker_attach, &echoed};
+                              memcpy(&ho->id, h, 4);
+                              memcpy(&ho->len, h + 4, 4);
+                              EXPECT_EQ(0, rn_conn_detach(c)) << rn_last_error();
+                              if (via_spawn) {
+                                  /* Straight onto a worker's loop, as a task there. */
+                                  rn_loop *l = pool.loops[ho->id % kWorkers];
+                                  EXPECT_EQ(0, rn_loop_spawn(l, ServeTask, ho)) << rn_last_error();
+                              } else {
+                                  EXPECT_EQ(0, rn_chan_send(ch, ho, -1));
+                              }
+                              handed++;
+                          });
+                      }
+                      ASSERT_TRUE(WaitUntil([&] { return handed == kClients; }, 60000));
+                      rn_chan_close(ch); /* the workers take what is queued, then stop */
+                  }))
+            << rn_last_error();
         EXPECT_EQ(0, rn_server_close(srv));
     });
 
     std::vector<std::thread> workers;
     if (via_spawn) {
         /* rn_run_threads' threads; the acceptor spawns onto their loops. */
-        workers.push_back(LoopThread(backend, [&] {
-            EXPECT_EQ(0, rn_run_threads(kWorkers, PoolThread, &pool)) << rn_last_error();
-        }));
+        workers.push_back(
+            LoopThread(backend, [&] { EXPECT_EQ(0, rn_run_threads(kWorkers, PoolThread, &pool)) << rn_last_error(); }));
         for (int w = 0; w < kWorkers; w++)
             EXPECT_TRUE(SpinUntil([&] { return pool.loops[w].load() != nullptr; }));
     } else {
         for (int w = 0; w < kWorkers; w++) {
             workers.push_back(LoopThread(backend, [&] {
                 EXPECT_EQ(0, RunTask([&] {
-                    void *item;
-                    int rc;
-                    while ((rc = rn_chan_recv(ch, &item, -1)) == 0) {
-                        auto *ho = static_cast<Handoff *>(item);
-                        RNT_SPAWN([ho] { ServeHandoff(ho); });
-                    }
-                    EXPECT_EQ(RN_ECLOSED, rc);
-                })) << rn_last_error();
+                              void *item;
+                              int rc;
+                              while ((rc = rn_chan_recv(ch, &item, -1)) == 0) {
+                                  auto *ho = static_cast<Handoff *>(item);
+                                  RNT_SPAWN([ho] { ServeHandoff(ho); });
+                              }
+                              EXPECT_EQ(RN_ECLOSED, rc);
+                          }))
+                    << rn_last_error();
             }));
         }
     }
@@ -623,41 +627,42 @@ void AcceptorAndWorkers(const char *backend, rn_tls_config *scfg, rn_tls_config 
         int port = port_f.get();
         ASSERT_GT(port, 0);
         EXPECT_EQ(0, RunTask([&] {
-            for (int i = 0; i < kClients; i++) {
-                RNT_SPAWN([&, i] {
-                    rn_conn *c = nullptr;
+                      for (int i = 0; i < kClients; i++) {
+                          RNT_SPAWN([&, i] {
+                              rn_conn *c = nullptr;
 #if RINGNET_TEST_TLS
-                    int rc = ccfg ? rn_tls_connect_with(&c, "localhost", port, ccfg)
-                                  : rn_tcp_connect(&c, "127.0.0.1", port);
+                              int rc = ccfg ? rn_tls_connect_with(&c, "localhost", port, ccfg)
+                                            : rn_tcp_connect(&c, "127.0.0.1", port);
 #else
                     (void)ccfg;
                     int rc = rn_tcp_connect(&c, "127.0.0.1", port);
 #endif
-                    ASSERT_EQ(0, rc) << rn_last_error();
-                    rn_conn_set_deadline(c, 60000);
-                    uint32_t id = (uint32_t)i + 100;
-                    bool wrote = false;
-                    RNT_SPAWN([&, c, id] {
-                        std::string msg(8, '\0');
-                        memcpy(&msg[0], &id, 4);
-                        memcpy(&msg[4], &len, 4);
-                        msg += Pattern(len, id);
-                        /* Header and payload in one go: the acceptor's
-                         * header read takes more than the header off the
-                         * socket, which must follow the connection. */
-                        EXPECT_EQ(0, rn_conn_write_all(c, msg.data(), msg.size())) << rn_last_error();
-                        wrote = true;
-                    });
-                    EXPECT_TRUE(ReadPattern(c, 0, len, id, 50000));
-                    char b[4];
-                    ssize_t end = rn_conn_read(c, b, sizeof b);
-                    EXPECT_TRUE(end == 0 || end == RN_EEOF) << Err(end);
-                    EXPECT_TRUE(WaitUntil([&] { return wrote; }));
-                    checked++;
-                    EXPECT_EQ(0, rn_conn_close(c));
-                });
-            }
-        })) << rn_last_error();
+                              ASSERT_EQ(0, rc) << rn_last_error();
+                              rn_conn_set_deadline(c, 60000);
+                              uint32_t id = (uint32_t)i + 100;
+                              bool wrote = false;
+                              RNT_SPAWN([&, c, id] {
+                                  std::string msg(8, '\0');
+                                  memcpy(&msg[0], &id, 4);
+                                  memcpy(&msg[4], &len, 4);
+                                  msg += Pattern(len, id);
+                                  /* Header and payload in one go: the acceptor's
+                                   * header read takes more than the header off the
+                                   * socket, which must follow the connection. */
+                                  EXPECT_EQ(0, rn_conn_write_all(c, msg.data(), msg.size())) << rn_last_error();
+                                  wrote = true;
+                              });
+                              EXPECT_TRUE(ReadPattern(c, 0, len, id, 50000));
+                              char b[4];
+                              ssize_t end = rn_conn_read(c, b, sizeof b);
+                              EXPECT_TRUE(end == 0 || end == RN_EEOF) << Err(end);
+                              EXPECT_TRUE(WaitUntil([&] { return wrote; }));
+                              checked++;
+                              EXPECT_EQ(0, rn_conn_close(c));
+                          });
+                      }
+                  }))
+            << rn_last_error();
     });
     clients.join();
     acceptor.join();
@@ -706,28 +711,28 @@ TEST_P(DetachTest, TlsConnectionsMoveMidStreamOnBothSides) {
         port_p.set_value(rc == 0 ? PortOf(rn_server_addr(srv)) : -1);
         ASSERT_EQ(0, rc) << rn_last_error();
         EXPECT_EQ(0, RunTask([&] {
-            rn_conn *c = nullptr;
-            ASSERT_EQ(0, rn_server_accept(srv, &c)) << rn_last_error();
-            ASSERT_TRUE(ReadPattern(c, 0, 1000, kUp, 1000));
-            ASSERT_EQ(0, rn_conn_write_all(c, Pattern(30000, kDown).data(), 30000)) << rn_last_error();
-            rn_conn_set_read_deadline(c, 20000);
-            ASSERT_EQ(0, rn_conn_detach(c)) << rn_last_error();
-            server_side = c;
-        }));
+                      rn_conn *c = nullptr;
+                      ASSERT_EQ(0, rn_server_accept(srv, &c)) << rn_last_error();
+                      ASSERT_TRUE(ReadPattern(c, 0, 1000, kUp, 1000));
+                      ASSERT_EQ(0, rn_conn_write_all(c, Pattern(30000, kDown).data(), 30000)) << rn_last_error();
+                      rn_conn_set_read_deadline(c, 20000);
+                      ASSERT_EQ(0, rn_conn_detach(c)) << rn_last_error();
+                      server_side = c;
+                  }));
         EXPECT_EQ(0, rn_server_close(srv));
     });
     std::thread cl = LoopThread(backend(), [&] {
         int port = port_f.get();
         ASSERT_GT(port, 0);
         EXPECT_EQ(0, RunTask([&] {
-            rn_conn *c = nullptr;
-            ASSERT_EQ(0, rn_tls_connect_with(&c, "localhost", port, ccfg)) << rn_last_error();
-            ASSERT_EQ(0, rn_conn_write_all(c, Pattern(10000, kUp).data(), 10000)) << rn_last_error();
-            ASSERT_TRUE(ReadPattern(c, 0, 5000, kDown, 5000));
-            rn_conn_set_read_deadline(c, 20000);
-            ASSERT_EQ(0, rn_conn_detach(c)) << rn_last_error();
-            client_side = c;
-        }));
+                      rn_conn *c = nullptr;
+                      ASSERT_EQ(0, rn_tls_connect_with(&c, "localhost", port, ccfg)) << rn_last_error();
+                      ASSERT_EQ(0, rn_conn_write_all(c, Pattern(10000, kUp).data(), 10000)) << rn_last_error();
+                      ASSERT_TRUE(ReadPattern(c, 0, 5000, kDown, 5000));
+                      rn_conn_set_read_deadline(c, 20000);
+                      ASSERT_EQ(0, rn_conn_detach(c)) << rn_last_error();
+                      client_side = c;
+                  }));
     });
     s.join();
     cl.join();
@@ -736,25 +741,25 @@ TEST_P(DetachTest, TlsConnectionsMoveMidStreamOnBothSides) {
 
     std::thread s2 = LoopThread(backend(), [&] {
         EXPECT_EQ(0, RunTask([&] {
-            rn_conn *c = server_side;
-            ASSERT_EQ(0, rn_conn_attach(c)) << rn_last_error();
-            EXPECT_TRUE(rn_conn_is_tls(c));
-            ASSERT_TRUE(ReadPattern(c, 1000, 29000, kUp, 3333));
-            ASSERT_EQ(0, rn_conn_write_all(c, Pattern(30000, kDown, 30000).data(), 30000)) << rn_last_error();
-            char b[4];
-            ssize_t end = rn_conn_read(c, b, sizeof b);
-            EXPECT_EQ(0, end) << Err(end); /* the client's close_notify */
-            EXPECT_EQ(0, rn_conn_close(c));
-        }));
+                      rn_conn *c = server_side;
+                      ASSERT_EQ(0, rn_conn_attach(c)) << rn_last_error();
+                      EXPECT_TRUE(rn_conn_is_tls(c));
+                      ASSERT_TRUE(ReadPattern(c, 1000, 29000, kUp, 3333));
+                      ASSERT_EQ(0, rn_conn_write_all(c, Pattern(30000, kDown, 30000).data(), 30000)) << rn_last_error();
+                      char b[4];
+                      ssize_t end = rn_conn_read(c, b, sizeof b);
+                      EXPECT_EQ(0, end) << Err(end); /* the client's close_notify */
+                      EXPECT_EQ(0, rn_conn_close(c));
+                  }));
     });
     std::thread c2 = LoopThread(backend(), [&] {
         EXPECT_EQ(0, RunTask([&] {
-            rn_conn *c = client_side;
-            ASSERT_EQ(0, rn_conn_attach(c)) << rn_last_error();
-            ASSERT_EQ(0, rn_conn_write_all(c, Pattern(20000, kUp, 10000).data(), 20000)) << rn_last_error();
-            ASSERT_TRUE(ReadPattern(c, 5000, 55000, kDown, 4444));
-            EXPECT_EQ(0, rn_conn_close(c));
-        }));
+                      rn_conn *c = client_side;
+                      ASSERT_EQ(0, rn_conn_attach(c)) << rn_last_error();
+                      ASSERT_EQ(0, rn_conn_write_all(c, Pattern(20000, kUp, 10000).data(), 20000)) << rn_last_error();
+                      ASSERT_TRUE(ReadPattern(c, 5000, 55000, kDown, 4444));
+                      EXPECT_EQ(0, rn_conn_close(c));
+                  }));
     });
     s2.join();
     c2.join();

@@ -84,8 +84,7 @@ TEST_P(EmbedTest, AHostPollDrivesASleepingTaskWithAFewWakeUps) {
          * timeout the ring posts as the host's own timeout ends). A busy
          * loop would make hundreds. */
         EXPECT_LT(h.wakeups, 10) << h.wakeups << " wake-ups for one 300 ms sleep";
-        printf("[ringnet] %s: a 300 ms sleep: %d wake-ups, %d passes\n", GetParam(), h.wakeups,
-               h.passes);
+        printf("[ringnet] %s: a 300 ms sleep: %d wake-ups, %d passes\n", GetParam(), h.wakeups, h.passes);
         EXPECT_EQ(0, h.last_left);
     });
 }
@@ -119,10 +118,8 @@ TEST_P(EmbedTest, AHostPollDrivesTcpEchoOverLoopback) {
         /* Each round trip is two completions (the server's read, the
          * client's); each may cost a wake-up or two (an eventfd the ring
          * signals as it posts). */
-        printf("[ringnet] %s: %d echo round trips: %d wake-ups, %d passes\n", GetParam(), kRounds,
-               h.wakeups, h.passes);
-        EXPECT_LE(h.wakeups, 6 * kRounds + 20) << h.wakeups << " wake-ups, " << h.passes
-                                               << " passes";
+        printf("[ringnet] %s: %d echo round trips: %d wake-ups, %d passes\n", GetParam(), kRounds, h.wakeups, h.passes);
+        EXPECT_LE(h.wakeups, 6 * kRounds + 20) << h.wakeups << " wake-ups, " << h.passes << " passes";
         s.Close();
         EXPECT_EQ(0, rn_loop_run_once(0));
     });
@@ -153,8 +150,7 @@ TEST_P(EmbedTest, SpawnsFromAnotherThreadWakeTheHostPoll) {
         /* Nothing else is due: only the spawns wake the host (two each at
          * most with an eventfd signalled also as the ring posts). */
         EXPECT_LE(h.wakeups, 3 * kSpawns + 5) << h.wakeups << " wake-ups";
-        printf("[ringnet] %s: %d spawns from another thread: %d wake-ups\n", GetParam(), kSpawns,
-               h.wakeups);
+        printf("[ringnet] %s: %d spawns from another thread: %d wake-ups\n", GetParam(), kSpawns, h.wakeups);
     });
 }
 
@@ -171,12 +167,12 @@ TEST_P(EmbedTest, SpawnsFromATaskOfAnotherLoopWakeTheHostPoll) {
         rn_stats st{};
         std::thread other = LoopThread(backend(), [&] {
             EXPECT_EQ(0, RunTask([&] {
-                for (int i = 0; i < kSpawns; i++) {
-                    rn_sleep(5);
-                    if (rn_loop_spawn(l, EmbedCountTask, &ran) != 0)
-                        failed++;
-                }
-            }));
+                          for (int i = 0; i < kSpawns; i++) {
+                              rn_sleep(5);
+                              if (rn_loop_spawn(l, EmbedCountTask, &ran) != 0)
+                                  failed++;
+                          }
+                      }));
             EXPECT_EQ(0, rn_loop_stats(&st));
         });
         Host h;
@@ -290,8 +286,7 @@ TEST(DISABLED_EmbedChild, ALoopThatCannotStartFailsEveryCallWithItsStartError) {
 
 TEST(EmbedStartTest, ALoopThatCannotStartFailsEveryEmbeddingCallWithItsStartError) {
     std::string out;
-    int status = RunChild("RN_BACKEND", "nonsense",
-                          "--gtest_filter=DISABLED_EmbedChild.ALoopThatCannotStart*", &out);
+    int status = RunChild("RN_BACKEND", "nonsense", "--gtest_filter=DISABLED_EmbedChild.ALoopThatCannotStart*", &out);
     EXPECT_EQ(0, status) << out;
     EXPECT_NE(std::string::npos, out.find("[  PASSED  ] 1 test")) << out;
 }
@@ -577,8 +572,7 @@ TEST_P(OffloadTest, ResolvesRacingA1MsDeadlineAnswerOrTimeOut) {
         }
         rn_set_connect_timeout(30000);
         EXPECT_EQ(50, answered + timed_out);
-        printf("[ringnet] %s: 1 ms resolves: %d answered, %d timed out\n", GetParam(), answered,
-               timed_out);
+        printf("[ringnet] %s: 1 ms resolves: %d answered, %d timed out\n", GetParam(), answered, timed_out);
     });
 }
 

@@ -94,8 +94,9 @@ struct rn__tls_diag *rn__tls_diag(struct rn__tls *t)
  * keep it). */
 static const char *fatal_msg(struct rn__tls *t)
 {
-    return t->diag && t->diag->fatal_msg[0] ? t->diag->fatal_msg
-                                            : "tls: the session failed (out of memory for its message)";
+    return t->diag && t->diag->fatal_msg[0]
+               ? t->diag->fatal_msg
+               : "tls: the session failed (out of memory for its message)";
 }
 
 int rn__tls_fail(struct rn__tls *t, int code, const char *fmt, ...)

@@ -164,8 +164,8 @@ struct rn__tls {
     bool hs_done; /* the handshake finished */
     int fatal;    /* sticky failure (RN_ETLS, RN_ETLS_VERIFY): every later call returns it */
     struct rn__tls_diag *diag; /* NULL until something failed (rn__tls_diag) */
-    bool in_eof;           /* the peer ended the TCP stream */
-    bool got_close_notify; /* ... after its close_notify: a clean end */
+    bool in_eof;               /* the peer ended the TCP stream */
+    bool got_close_notify;     /* ... after its close_notify: a clean end */
     bool sent_close_notify;
     bool rd_busy, wr_busy; /* a task owns the inbound / outbound side */
     bool flusher;          /* a background flush task is scheduled */

@@ -13,7 +13,8 @@
  * must see the leaf even when wolfSSL accepts it (the IP literal check):
  * a wolfSSL without either would skip that check silently. */
 #if !defined(HAVE_EX_DATA) || !defined(WOLFSSL_ALWAYS_VERIFY_CB)
-#error "ringnet needs a wolfSSL with HAVE_EX_DATA and WOLFSSL_ALWAYS_VERIFY_CB (see ci/build-wolfssl-aesni.sh)"
+#error                                                                                             \
+    "ringnet needs a wolfSSL with HAVE_EX_DATA and WOLFSSL_ALWAYS_VERIFY_CB (see ci/build-wolfssl-aesni.sh)"
 #endif
 
 /* ---- verification -------------------------------------------------------- */
@@ -174,7 +175,8 @@ void rn__tls_verify_message(struct rn__tls *t, int wolf_err, char *out, size_t o
     switch (k) {
     case V_EXPIRED:
         snprintf(out, outlen, "certificate expired: %s (depth %d) was valid until %s", subj,
-                 t->verify_depth, d && d->verify_not_after[0] ? d->verify_not_after : "a past date");
+                 t->verify_depth,
+                 d && d->verify_not_after[0] ? d->verify_not_after : "a past date");
         break;
     case V_NOT_YET:
         snprintf(out, outlen, "certificate not yet valid: %s (depth %d)", subj, t->verify_depth);
