@@ -264,7 +264,7 @@ ssize_t rn__conn_recv_lent(rn_conn *c, void **buf, int64_t deadline)
             *buf = NULL;
             return -ENOMEM;
         }
-        ssize_t got;
+        ssize_t got = 0; /* rx_serve sets it: the test above is its own */
         (void)rx_serve(c, b, RN__LEND_SIZE, &got);
         if (got <= 0) {
             rn__lend_release(c->loop, b);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh - what CI runs: install what is missing, then check the format,
-# build and run every test: the debug preset (gcc), the soak on both
+# build and run every test: the debug preset (gcc), the TLS-off build, a
+# -Werror release build of everything but the tests, the soak on both
 # backends, Valgrind memcheck of a subset, the asan preset (ASan + UBSan),
 # the tsan preset (ThreadSanitizer), the libFuzzer targets and the aarch64
 # cross build tested under qemu-user (ci/arm64.sh). Warnings are errors in
@@ -96,6 +97,16 @@ stage_debug() {
 # the plain suites, and tls_off_test.cc's check of the TLS calls' error.
 stage_notls() { build_and_test notls; }
 
+# The release preset (-O3, -Werror) compiles the library, the examples and
+# perf/'s programs: gcc warns at -O3 where the debug build does not (a
+# maybe-uninitialized that broke `cmake --preset release` once). Not the
+# tests: they run in every other stage.
+stage_release() {
+    # Its own tree: perf/run configures build/release without -Werror.
+    cmake --preset release -B build/release-werror -DRINGNET_BUILD_TESTS=OFF
+    cmake --build build/release-werror -j "$jobs"
+}
+
 # The soak (perf/soak/soak.c): 10,000 connections, half TLS, 30 s through
 # the debug build's soak_server, once per backend; a backend this machine
 # cannot run is skipped (soak exits 77 and says why). Both backends run even
@@ -174,6 +185,7 @@ stage "setup: packages" stage_setup
 stage "format: clang-format --dry-run --Werror (ci/format.sh)" stage_format
 stage "debug: build and test (gcc, -Werror)" stage_debug
 stage "notls: build and test with -DRINGNET_TLS=OFF (no wolfSSL linked)" stage_notls
+stage "release: -O3 -Werror build of the library, examples and perf/ (no tests)" stage_release
 stage "soak: 10,000 connections, half TLS, 30 s on each backend (debug build)" stage_soak_after_debug
 stage "valgrind: memcheck of the valgrind-* labels, both backends (debug build)" stage_valgrind_after_debug
 stage "asan: build and test (ASan + UBSan, -Werror)" stage_asan
