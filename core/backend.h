@@ -159,9 +159,10 @@ struct rn__backend {
      * IORING_OP_MSG_RING). xwake_token: what another loop needs to reach
      * this one, a descriptor the core closes when the loop's handle goes
      * (io_uring: a duplicate of the ring's fd); -1 when there is none.
-     * xwake_post, from a task of this loop: queue a wake-up for the loop
-     * behind token; it reaches the kernel with this loop's next pass (the
-     * core makes one before the loop stops running: loop->xflush). Once
+     * xwake_post, from a task of this loop: send a wake-up to the loop
+     * behind token, now (a message the kernel does not take at once sets
+     * loop->xflush: the core makes a pass before the loop stops running,
+     * and the loop's next pass takes it). Once
      * its outcome is known the backend calls rn__xt_post_done(xt, res)
      * (the caller holds a reference on xt for it). false when it cannot
      * queue it: the caller writes the eventfd. */

@@ -99,8 +99,8 @@ struct rn__loop {
     size_t xwaiters;    /* tasks in a wait only another thread may end (park, channel) */
     int64_t wait_until; /* rn_loop_run_once's bound on its wait (rn__now_ns), 0: none */
     bool xflush;        /* a wake-up for another loop waits in the backend for this
-                         * loop's next pass (bk->xwake_post): make one before the loop
-                         * stops running */
+                         * loop's next pass (bk->xwake_post could not send it at once):
+                         * make one before the loop stops running */
 };
 
 /* A mark of the sentences the current task has written so far. */

@@ -9,9 +9,9 @@
  * one atomic flag per pass and drains the whole list at once.
  *
  * The wake-up: a task on a loop of the same backend sends it ring to ring
- * when the backend can (io_uring: IORING_OP_MSG_RING, which goes to the
- * kernel with the sender's next pass, so it costs the sender no system
- * call and the target no eventfd read); anyone else writes the eventfd. */
+ * when the backend can (io_uring: IORING_OP_MSG_RING, submitted at once,
+ * so the target finds a completion in its ring and has no eventfd read to
+ * take and re-arm); anyone else writes the eventfd. */
 #include "task.h"
 
 #include <pthread.h>
@@ -99,9 +99,10 @@ static void write_efd(struct rn_loop *xt)
 static bool wake_by_ring(struct rn_loop *xt)
 {
     struct rn__loop *here = rn__loop_peek();
-    /* Only from a task: its loop passes through the kernel before it stops
-     * running (loop_run sees xflush), and the message goes with that pass.
-     * Outside any task nothing says when this thread's loop runs again. */
+    /* Only from a task: a message the kernel did not take at once (a
+     * backed-up CQ) goes with its loop's next pass, which comes before the
+     * loop stops running (loop_run sees xflush). Outside any task nothing
+     * says when this thread's loop runs again. */
     if (xt->token < 0 || !here || here->bk != xt->bk || here->current == &here->root)
         return false;
     /* The reference rn__xt_post_done drops: xt outlives the message. */
@@ -110,7 +111,6 @@ static bool wake_by_ring(struct rn_loop *xt)
         __atomic_sub_fetch(&xt->refs, 1, __ATOMIC_RELAXED); /* ours was not the last */
         return false;
     }
-    here->xflush = true;
     here->stats.xwakes_by_ring++;
     return true;
 }

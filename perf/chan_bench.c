@@ -8,6 +8,10 @@
  *                  waits on channel B; a task on thread 1 answers: one round
  *                  trip = two hand-overs, each waking a parked task on the
  *                  other thread (rn_run_threads(2), rn_chan_send/recv).
+ *   rn-pingpong-park  the same over channels of capacity 2, which never
+ *                  spin before they wait (core/chan.c): every hand-over
+ *                  parks the task and wakes it from the other thread, the
+ *                  path RN_URING_MSG_RING=0/1 compares.
  *   rn-stream      one producer task (thread 0), one consumer task
  *                  (thread 1), a channel of --cap items (default 1024), one
  *                  pointer-sized item per rn_chan_send.
@@ -202,7 +206,7 @@ static void rn_thread(void *arg)
 {
     (void)arg;
     int me = rn_thread_index();
-    if (!strcmp(mode, "rn-pingpong"))
+    if (!strncmp(mode, "rn-pingpong", 11))
         me == 0 ? rn_ping() : rn_pong();
     else if (!strcmp(mode, "rn-stream"))
         me == 0 ? rn_produce() : rn_consume();
@@ -215,6 +219,8 @@ static int run_rn(void)
     size_t c = cap;
     if (!strcmp(mode, "rn-pingpong"))
         c = 1;
+    else if (!strcmp(mode, "rn-pingpong-park"))
+        c = 2;
     else if (!strcmp(mode, "rn-batch")) {
         c = cap / batch ? cap / batch : 1;
         nslots = c + 3;
@@ -433,20 +439,22 @@ int main(int argc, char **argv)
                 return 2;
             }
         } else {
-            fprintf(stderr, "usage: chan_bench --mode rn-pingpong|rn-stream|rn-batch|"
-                            "pipe-pingpong|pipe-stream|pipe-batch [--ops N] [--cap C] "
-                            "[--batch B] [--backend io_uring|epoll]\n");
+            fprintf(stderr,
+                    "usage: chan_bench --mode rn-pingpong|rn-pingpong-park|rn-stream|rn-batch|"
+                    "pipe-pingpong|pipe-stream|pipe-batch [--ops N] [--cap C] "
+                    "[--batch B] [--backend io_uring|epoll]\n");
             return 2;
         }
     }
-    static const char *modes[] = {"rn-pingpong",   "rn-stream",   "rn-batch",
-                                  "pipe-pingpong", "pipe-stream", "pipe-batch"};
+    static const char *modes[] = {"rn-pingpong",   "rn-pingpong-park", "rn-stream", "rn-batch",
+                                  "pipe-pingpong", "pipe-stream",      "pipe-batch"};
     int known = 0;
     for (size_t i = 0; mode && i < sizeof modes / sizeof *modes; i++)
         known |= !strcmp(mode, modes[i]);
     if (!known) {
-        fprintf(stderr, "chan_bench: --mode must be one of rn-pingpong rn-stream rn-batch "
-                        "pipe-pingpong pipe-stream pipe-batch\n");
+        fprintf(stderr,
+                "chan_bench: --mode must be one of rn-pingpong rn-pingpong-park rn-stream rn-batch "
+                "pipe-pingpong pipe-stream pipe-batch\n");
         return 2;
     }
     if (ops == 0)

@@ -409,6 +409,17 @@ static bool uring_xwake_post(struct rn__loop *loop, int token, struct rn_loop *x
      * it arrived. */
     io_uring_prep_msg_ring(sqe, token, 0, UD_XMSG, 0);
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)xt | UD_XSENT);
+    /* Now, not with this loop's next pass: the poster may go on running (a
+     * channel's spin, a busy task) long after the post, and the wake-up is
+     * what the other thread waits for. Measured: deferred to the next pass,
+     * a channel ping-pong took 40-50 us a round trip against 1-2 us. The
+     * enter also carries whatever else this loop had queued. */
+    int r = io_uring_submit(&u->ring);
+    loop->stats.enter_calls++;
+    if (r > 0)
+        loop->stats.ops_submitted += (uint64_t)r;
+    else if (r < 0)
+        loop->xflush = true; /* not taken (-EBUSY: a backed-up CQ): the next pass takes it */
     return true;
 }
 
