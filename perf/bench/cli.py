@@ -54,7 +54,9 @@ Modes other than the benchmarks above:
                   perf/go/chanbench) and the scaling table at the thread
                   counts that fit (defaults 5 rounds of 5 s)
   --scale         the scaling table alone: hello server on --nthreads
-                  threads vs nginx with as many workers (perf/scale.sh runs
+                  threads vs nginx with as many workers, and the server's
+                  handoff variant (--handoff: one acceptor thread hands
+                  connections to every thread) beside (perf/scale.sh runs
                   it on a many-core machine; defaults 3 rounds of 5 s)
 
 Outputs: the progress line on stderr; the summary (Markdown) on stdout; raw
