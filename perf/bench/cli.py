@@ -127,7 +127,8 @@ def _parser():
     a("--threads", action="store_const", const="threads", dest="mode",
       help="issue 12: cost of a second loop, cross-thread hand-over, scaling (perf/bench/threads.py)")
     a("--scale", action="store_const", const="scale", dest="mode",
-      help="the scaling table alone (hello server on n threads vs nginx with n workers)")
+      help="the scaling table alone (hello server on n threads, reuseport and handoff, vs "
+      "nginx with n workers)")
     a("--nthreads", metavar="LIST", help='--scale/--threads: thread counts (default "1 2 4 8 16"; '
       'those over the CPU count are skipped)')
     a("--sizes", metavar="LIST", help='echo message sizes (default "64 1024"; '
