@@ -19,6 +19,8 @@
 # connection (rn_conn_detach) and sends it round robin through a channel
 # per thread; every thread, thread 0 included, attaches it (rn_conn_attach)
 # and serves it. The table gives its req/s and handoff/reuseport.
+# On 2 cores, shared with a CI run (perf/RESULTS.md, issue 12, run
+# 20261206-050451): handoff/reuseport 0.99x at n = 1, 1.01x at n = 2.
 #
 # Usage: perf/scale.sh [perf/run options], e.g.
 #   perf/scale.sh                          # 3 rounds of 5 s, appends to perf/RESULTS.md
