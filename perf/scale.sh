@@ -14,8 +14,13 @@
 # load always has at least as many CPUs as the server; past that (n = 16 on
 # 16 cores) server and wrk share every CPU and the table says "shared": the
 # rate there is bounded by the load as well. Connections: max(256, 64 n).
-# Handoff (acceptor + workers through channels) needs rn_conn_detach, not
-# in this tree: left out, and the table says so.
+# Beside them at each n, handoff (rn_http_server --threads n --handoff):
+# thread 0 holds the only listener (no reuseport), accepts, detaches each
+# connection (rn_conn_detach) and sends it round robin through a channel
+# per thread; every thread, thread 0 included, attaches it (rn_conn_attach)
+# and serves it. The table gives its req/s and handoff/reuseport.
+# On 2 cores, shared with a CI run (perf/RESULTS.md, issue 12, run
+# 20261206-050451): handoff/reuseport 0.99x at n = 1, 1.01x at n = 2.
 #
 # Usage: perf/scale.sh [perf/run options], e.g.
 #   perf/scale.sh                          # 3 rounds of 5 s, appends to perf/RESULTS.md

@@ -54,7 +54,9 @@ Modes other than the benchmarks above:
                   perf/go/chanbench) and the scaling table at the thread
                   counts that fit (defaults 5 rounds of 5 s)
   --scale         the scaling table alone: hello server on --nthreads
-                  threads vs nginx with as many workers (perf/scale.sh runs
+                  threads vs nginx with as many workers, and the server's
+                  handoff variant (--handoff: one acceptor thread hands
+                  connections to every thread) beside (perf/scale.sh runs
                   it on a many-core machine; defaults 3 rounds of 5 s)
 
 Outputs: the progress line on stderr; the summary (Markdown) on stdout; raw
@@ -125,7 +127,8 @@ def _parser():
     a("--threads", action="store_const", const="threads", dest="mode",
       help="issue 12: cost of a second loop, cross-thread hand-over, scaling (perf/bench/threads.py)")
     a("--scale", action="store_const", const="scale", dest="mode",
-      help="the scaling table alone (hello server on n threads vs nginx with n workers)")
+      help="the scaling table alone (hello server on n threads, reuseport and handoff, vs "
+      "nginx with n workers)")
     a("--nthreads", metavar="LIST", help='--scale/--threads: thread counts (default "1 2 4 8 16"; '
       'those over the CPU count are skipped)')
     a("--sizes", metavar="LIST", help='echo message sizes (default "64 1024"; '
