@@ -71,20 +71,6 @@ bool RawWriteAll(int fd, const std::string &s) {
     return true;
 }
 
-/* Spin (yielding the CPU) until cond holds or ~20 s pass; whether it held.
- * For a thread with no loop. */
-bool SpinUntil(const std::function<bool()> &cond) {
-    for (int i = 0; i < 2000000; i++) {
-        if (cond())
-            return true;
-        if (i > 1000)
-            usleep(10);
-        else
-            sched_yield();
-    }
-    return cond();
-}
-
 /* Run body on a new thread whose loop runs backend, after attaching c
  * there (body gets whether the attach worked), and join it. */
 void OnThread(const char *backend, const Fn &body) {

@@ -394,17 +394,6 @@ TEST_P(EmbedTest, RunOnceWithUnboundedWaitReturnsWhenATaskWakes) {
 
 /* ---- rn_offload ----------------------------------------------------------------- */
 
-/* Spin (sleeping 100 us) until cond holds or ~20 s pass; whether it held.
- * For a thread whose loop must not run meanwhile. */
-bool SpinUntil(const std::function<bool()> &cond) {
-    for (int i = 0; i < 200000; i++) {
-        if (cond())
-            return true;
-        usleep(100);
-    }
-    return cond();
-}
-
 struct Gate {
     std::atomic<bool> open{false};
     std::atomic<int> entered{0};

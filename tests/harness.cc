@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -91,6 +92,19 @@ bool WaitUntil(const std::function<bool()> &cond, int64_t timeout_ms) {
         if (NowMs() - start > timeout_ms)
             return false;
         rn_sleep(1);
+    }
+    return true;
+}
+
+bool SpinUntil(const std::function<bool()> &cond, int64_t timeout_ms) {
+    int64_t start = NowMs();
+    for (int i = 0; !cond(); i++) {
+        if (NowMs() - start > timeout_ms)
+            return cond();
+        if (i > 1000)
+            usleep(10);
+        else
+            sched_yield();
     }
     return true;
 }

@@ -66,6 +66,11 @@ constexpr int64_t kNeverMs = 20000;
  * other tasks) until it holds or timeout_ms passes; whether it held. */
 bool WaitUntil(const std::function<bool()> &cond, int64_t timeout_ms = kNeverMs);
 
+/* Spin until cond holds or timeout_ms passes, without running the loop
+ * (sched_yield first, then 10 us sleeps); whether it held. For a thread
+ * with no loop, or a task whose loop must not run meanwhile. */
+bool SpinUntil(const std::function<bool()> &cond, int64_t timeout_ms = kNeverMs);
+
 /* A call that blocks in the loop, run in a spawned task so that the test can
  * end it from outside and check how: Blocked read([&] { rc = rn_conn_read(c,
  * buf, n); }); ...; EXPECT_TRUE(read.ReturnsPromptlyAfter([&] { ... close

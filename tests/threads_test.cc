@@ -26,20 +26,6 @@ namespace {
 class ThreadsTest : public BackendTest {};
 RNT_INSTANTIATE_BACKENDS(ThreadsTest);
 
-/* Spin (yielding the CPU) until cond holds or ~20 s pass; whether it held.
- * For threads with no loop, or a task that must not let its loop run. */
-bool SpinUntil(const std::function<bool()> &cond) {
-    for (int i = 0; i < 2000000; i++) {
-        if (cond())
-            return true;
-        if (i > 1000)
-            usleep(10);
-        else
-            sched_yield();
-    }
-    return cond();
-}
-
 extern "C" void CountTask(void *arg) { static_cast<std::atomic<int> *>(arg)->fetch_add(1); }
 
 TEST_P(ThreadsTest, TaskSelfIsNullOutsideATaskAndParkThereIsEinval) {
