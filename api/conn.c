@@ -26,23 +26,33 @@ RN_EXPORT void rn_set_connect_timeout(int64_t ms)
 
 /* ---- handle bookkeeping -------------------------------------------------- */
 
-int rn__conn_enter(rn_conn *c, const char *what)
+/* Why rn__conn_enter refuses c (here: this thread's loop, or NULL). */
+static int enter_refused(rn_conn *c, struct rn__loop *here, const char *what)
 {
-    if (!c)
-        return rn__err(-EINVAL, "%s: the connection is NULL", what);
     if (c->detached)
         return rn__err(-EXDEV,
                        "%s: the connection is detached (rn_conn_detach): it belongs to no thread "
                        "until rn_conn_attach",
                        what);
-    if (c->detaching && rn__loop_peek() == c->loop)
-        return rn__err(-EXDEV, "%s: the connection is being detached by another task", what);
-    if (rn__loop_peek() != c->loop)
+    if (here != c->loop)
         return rn__err(-EXDEV, "%s: the connection belongs to another thread", what);
+    if (c->detaching)
+        return rn__err(-EXDEV, "%s: the connection is being detached by another task", what);
     if (c->reset)
         return rn__err(RN_ECLOSED, "%s: the connection was reset by its server's drain", what);
-    if (c->f.closing)
-        return rn__err(RN_ECLOSED, "%s: the connection is closed", what);
+    return rn__err(RN_ECLOSED, "%s: the connection is closed", what);
+}
+
+int rn__conn_enter(rn_conn *c, const char *what)
+{
+    if (!c)
+        return rn__err(-EINVAL, "%s: the connection is NULL", what);
+    /* One test on the way in; the reasons in order when it fails. A
+     * detached connection has no loop, and a thread with none (NULL) must
+     * not match it. */
+    struct rn__loop *here = rn__loop_peek();
+    if (RN_UNLIKELY(here != c->loop || !here || c->detaching || c->reset || c->f.closing))
+        return enter_refused(c, here, what);
     c->calls++;
     return 0;
 }
