@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -377,14 +378,19 @@ TEST_P(ThreadsTest, ASpawnRacingARunThreadsLoopsEndRunsOrIsEclosed) {
                     return;
                 for (int i = 0;; i++) {
                     /* Paced: at most 256 queued stacks, and pauses so that
-                     * the target catches up and can end. */
+                     * the target catches up and can end. A loop that is fed
+                     * without a break never ends (it has tasks), so the
+                     * pauses grow, 20 us more every 8 spawns up to 2 ms:
+                     * however slow the target (TSan; it once ran hot for
+                     * 60 s beside a faster spawner), it finds its inbox
+                     * empty in the end. */
                     while (accepted.load() - r.ran.load() > 256)
                         usleep(50);
                     int rc = rn_loop_spawn(r.loop.load(), CountTask, &r.ran);
                     if (rc == 0) {
                         accepted++;
                         if (i % 8 == 7)
-                            usleep(20);
+                            usleep(std::min(20 * (i / 8 + 1), 2000));
                         continue;
                     }
                     (rc == RN_ECLOSED ? closed : other)++;
