@@ -43,29 +43,6 @@ static void sr_pop(struct uring *u, struct rn__uring_fd *uf)
         uf->sr_tail = 0;
 }
 
-/* Copy up to len queued bytes, oldest first, into out; buffers emptied go
- * back to the ring. Returns the bytes copied. */
-static size_t sr_copy_out(struct uring *u, struct rn__uring_fd *uf, void *out, size_t len)
-{
-    size_t got = 0;
-    while (uf->sr_head && got < len) {
-        unsigned bid = uf->sr_head - 1u;
-        struct sr_buf *b = &u->sr_bufs[bid];
-        size_t n = b->len - b->off;
-        if (n > len - got)
-            n = len - got;
-        memcpy((char *)out + got, pbuf_buf(&u->sr, bid) + b->off, n);
-        got += n;
-        b->off += (uint32_t)n;
-        uf->sr_held -= (uint32_t)n;
-        if (b->off == b->len) {
-            sr_pop(u, uf);
-            pbuf_recycle(&u->sr, bid);
-        }
-    }
-    return got;
-}
-
 /* Finish op from f's queue (which holds bytes or the stream's last word). */
 static void sr_serve(struct rn__loop *loop, struct uring *u, struct rn__fd *f, struct rn__op *op)
 {
@@ -87,7 +64,23 @@ static void sr_serve(struct rn__loop *loop, struct uring *u, struct rn__fd *f, s
         rn__op_complete(loop, op, (int)n);
         return;
     }
-    rn__op_complete(loop, op, (int)sr_copy_out(u, uf, op->buf, op->len));
+    size_t got = 0;
+    while (uf->sr_head && got < op->len) {
+        unsigned bid = uf->sr_head - 1u;
+        struct sr_buf *b = &u->sr_bufs[bid];
+        size_t n = b->len - b->off;
+        if (n > op->len - got)
+            n = op->len - got;
+        memcpy((char *)op->buf + got, pbuf_buf(&u->sr, bid) + b->off, n);
+        got += n;
+        b->off += (uint32_t)n;
+        uf->sr_held -= (uint32_t)n;
+        if (b->off == b->len) {
+            sr_pop(u, uf);
+            pbuf_recycle(&u->sr, bid);
+        }
+    }
+    rn__op_complete(loop, op, (int)got);
 }
 
 static void sr_park(struct rn__uring_fd *uf, struct rn__op *op)
@@ -280,7 +273,22 @@ size_t rn__sr_unbuffer(struct rn__loop *loop, struct rn__fd *f, void *out, size_
 {
     struct uring *u = loop->bk_state;
     struct rn__uring_fd *uf = &f->bk.uring;
-    size_t got = sr_copy_out(u, uf, out, len);
+    size_t got = 0;
+    while (uf->sr_head && got < len) {
+        unsigned bid = uf->sr_head - 1u;
+        struct sr_buf *b = &u->sr_bufs[bid];
+        size_t n = b->len - b->off;
+        if (n > len - got)
+            n = len - got;
+        memcpy((char *)out + got, pbuf_buf(&u->sr, bid) + b->off, n);
+        got += n;
+        b->off += (uint32_t)n;
+        uf->sr_held -= (uint32_t)n;
+        if (b->off == b->len) {
+            sr_pop(u, uf);
+            pbuf_recycle(&u->sr, bid);
+        }
+    }
     *end = 1;
     if (!uf->sr_head && uf->sr_end) {
         *end = uf->sr_res;
